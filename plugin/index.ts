@@ -1,0 +1,123 @@
+// tokengate: JWT access tokens, rotating refresh sessions in Redis, the refresh hook and logout.
+// fp(): options → tokens, store, revocation feed → hook, routes, decorators.
+import fp from 'fastify-plugin'
+import fastifyCookie from '@fastify/cookie'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
+import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie, requireRoles } from './hook.js'
+import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
+import { Revocations } from './revocation.js'
+import { registerRoutes } from './routes.js'
+import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
+import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
+import { Tokens } from './tokens.js'
+
+export interface TokengateApi {
+  /** Starts a session for a user and returns its first token pair. */
+  issue: (user: UserInfo, meta?: RequestMeta) => Promise<TokenPair>
+  /** Exchanges a refresh token for a new pair (rotating it unless rotateRefreshTokens is false). */
+  refresh: (refreshToken: string, meta?: RequestMeta) => Promise<TokenPair>
+  /** Verifies an access token, revocation included; rejects with a tokengate error. */
+  verify: (accessToken: string) => Promise<AuthInfo>
+  /** Revokes one session of a user; false when there was no such live session. */
+  revokeSession: (userId: string, sessionId: string) => Promise<boolean>
+  /** Revokes every session of a user; resolves to how many there were. */
+  revokeAll: (userId: string) => Promise<number>
+  /** The user's live sessions, newest first. */
+  listSessions: (userId: string) => Promise<SessionInfo[]>
+  /** The session store in use. */
+  readonly store: SessionStore
+  /** Whether this instance's revocation feed is up (else revocations are checked in the store per request). */
+  readonly feedUp: boolean
+}
+
+export interface RouteAuthConfig {
+  /** Any one of these roles is required (403 TOKENGATE_FORBIDDEN otherwise). */
+  roles?: string[]
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tokengate: TokengateApi
+    /** onRequest hook: 401 unless the request carries a valid access token (or was refreshed). */
+    authenticate: onRequestHookHandler
+  }
+  interface FastifyRequest {
+    /** The verified identity, or null on an anonymous request. */
+    auth: AuthInfo | null
+  }
+  interface FastifyContextConfig {
+    /** Per-route auth: true or { roles } runs `authenticate` (and the role check) before the route. */
+    auth?: boolean | RouteAuthConfig
+  }
+}
+
+type Hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void
+
+async function tokengate (app: FastifyInstance, options: TokengateOptions): Promise<void> {
+  const opts = resolveOptions(options)
+
+  let store: SessionStore
+  let ownsStore = true
+  if (opts.store !== undefined) {
+    store = opts.store
+    ownsStore = false
+  } else if (opts.redis !== undefined) {
+    const redisStore = new RedisStore({ redis: opts.redis, keyPrefix: opts.keyPrefix, timeoutMs: opts.storeTimeoutMs })
+    if (!await redisStore.ready()) app.log.warn('tokengate: Redis is not reachable yet; session routes answer 503 until it is')
+    store = redisStore
+  } else {
+    app.log.warn('tokengate: no redis or store option: using the in-memory store, which serves this one process only')
+    store = new MemoryStore()
+  }
+
+  const tokens = await Tokens.create(app, opts)
+  const revocations = new Revocations(store, opts.accessTtlMs + opts.clockToleranceMs, app.log)
+  await revocations.start()
+  const sessions = new Sessions(opts, tokens, store, revocations, app.log)
+  app.addHook('onClose', async () => {
+    revocations.close()
+    if (ownsStore) await store.close()
+  })
+
+  if (opts.transport.cookie && !app.hasRequestDecorator('cookies')) await app.register(fastifyCookie)
+  const cookies = cookieWriter(opts)
+
+  app.decorateRequest('auth', null)
+  app.decorateRequest(kAuthError, null)
+  app.decorateRequest(kByCookie, false)
+
+  const api: TokengateApi = {
+    issue: async (user, meta) => await sessions.issue(user, meta),
+    refresh: async (refreshToken, meta) => await sessions.refresh(refreshToken, meta),
+    verify: async (accessToken) => await sessions.verify(accessToken),
+    revokeSession: async (userId, sessionId) => await sessions.revokeSession(userId, sessionId),
+    revokeAll: async (userId) => await sessions.revokeAll(userId),
+    listSessions: async (userId) => await sessions.listSessions(userId),
+    store,
+    get feedUp () { return revocations.up }
+  }
+  app.decorate('tokengate', api)
+  app.decorate('authenticate', authenticate as onRequestHookHandler)
+
+  // Per-route policy: config: { auth: true | { roles } } runs authenticate (and the role check) first.
+  app.addHook('onRoute', (route) => {
+    const auth = route.config?.auth
+    if (auth === undefined || auth === false) return
+    const hooks: Hook[] = [authenticate]
+    if (typeof auth === 'object' && auth.roles !== undefined && auth.roles.length > 0) hooks.push(requireRoles(auth.roles))
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
+    route.onRequest = [...hooks, ...existing] as never
+  })
+
+  app.addHook('onRequest', buildHook(app, opts, sessions, cookies))
+
+  if (opts.routes !== undefined) registerRoutes(app, { ...opts, routes: opts.routes }, sessions, cookies)
+}
+
+export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
+export { tokengate }
+export * from './errors.js'
+export { requireRoles } from './hook.js'
+export { OptionError, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
+export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
+export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'

@@ -1,0 +1,240 @@
+// The plugin's options: one TypeBox schema, defaults in one place, durations resolved to milliseconds.
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import type { FastifyRequest } from 'fastify'
+import type { SessionStore } from './store/index.js'
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A duration: a string such as '500ms', '10s', '10m', '1h', '1d', or a number of seconds. */
+const DurationSchema = Type.Union([
+  Type.String({ pattern: DURATION_RE.source }),
+  Type.Number({ minimum: 0 })
+])
+export type Duration = Static<typeof DurationSchema>
+
+export const KeySchema = Type.Object({
+  kid: Type.String({ minLength: 1 }),
+  algorithm: Type.Union([Type.Literal('EdDSA'), Type.Literal('ES256'), Type.Literal('RS256')]),
+  privateKey: Type.Optional(Type.String({ minLength: 1 })),
+  publicKey: Type.String({ minLength: 1 })
+}, { additionalProperties: false })
+export type KeyConfig = Static<typeof KeySchema>
+
+/** The data options (functions and client instances are checked by hand in resolveOptions). */
+export const OptionsSchema = Type.Object({
+  secret: Type.Optional(Type.String()),
+  keys: Type.Optional(Type.Array(KeySchema, { minItems: 1 })),
+  redis: Type.Optional(Type.Unknown()),
+  store: Type.Optional(Type.Unknown()),
+  keyPrefix: Type.String({ default: 'tg', minLength: 1, pattern: '^[^{}]+$' }),
+  accessTokenTtl: Type.Union(DurationSchema.anyOf, { default: '10m' }),
+  refreshTokenTtl: Type.Union(DurationSchema.anyOf, { default: '1d' }),
+  issuer: Type.Optional(Type.String({ minLength: 1 })),
+  audience: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })])),
+  clockTolerance: Type.Union(DurationSchema.anyOf, { default: 0 }),
+  transport: Type.Array(Type.Union([Type.Literal('header'), Type.Literal('cookie')]), { default: ['header'], minItems: 1, uniqueItems: true }),
+  rotateRefreshTokens: Type.Boolean({ default: true }),
+  reuseGraceMs: Type.Integer({ default: 10_000, minimum: 0 }),
+  renewExpiredRefresh: Type.Boolean({ default: true }),
+  maxSessionAge: Type.Union(DurationSchema.anyOf, { default: '30d' }),
+  storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
+  cookie: Type.Object({
+    domain: Type.Optional(Type.String({ minLength: 1 })),
+    secure: Type.Boolean({ default: true })
+  }, { default: {}, additionalProperties: false }),
+  routes: Type.Optional(Type.Object({
+    prefix: Type.String({ default: '/auth', pattern: '^(/[^/]+)*$' }),
+    verifyCredentials: Type.Optional(Type.Unknown())
+  }, { additionalProperties: false })),
+  refreshClaims: Type.Optional(Type.Unknown()),
+  onIssue: Type.Optional(Type.Unknown()),
+  onRefresh: Type.Optional(Type.Unknown()),
+  onRevoke: Type.Optional(Type.Unknown()),
+  onReuseDetected: Type.Optional(Type.Unknown())
+}, { additionalProperties: false })
+
+export interface UserInfo {
+  sub: string
+  roles?: string[]
+  claims?: Record<string, unknown>
+}
+
+export interface RequestMeta {
+  ip?: string
+  userAgent?: string
+}
+
+export interface AuditMeta extends RequestMeta {
+  /** Why a session was revoked: 'logout', 'logout-all', 'delete', 'reuse' or 'api'. */
+  reason?: string
+}
+
+export type AuditHook = (userId: string, sessionId: string, meta: AuditMeta) => void | Promise<void>
+
+export type VerifyCredentials = (body: unknown, request: FastifyRequest) => Promise<UserInfo | null | undefined> | UserInfo | null | undefined
+
+export type RefreshClaims = (userId: string, sessionId: string) =>
+  Promise<Pick<UserInfo, 'roles' | 'claims'> | null | undefined> | Pick<UserInfo, 'roles' | 'claims'> | null | undefined
+
+type DataOptions = Static<typeof OptionsSchema>
+
+export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'cookie'>> {
+  /** A redis:// URL, or an ioredis Redis or Cluster instance (you keep ownership of an instance). */
+  redis?: string | import('ioredis').Redis | import('ioredis').Cluster
+  /** A custom SessionStore. */
+  store?: SessionStore
+  cookie?: { domain?: string, secure?: boolean }
+  routes?: { prefix?: string, verifyCredentials?: VerifyCredentials }
+  refreshClaims?: RefreshClaims
+  onIssue?: AuditHook
+  onRefresh?: AuditHook
+  onRevoke?: AuditHook
+  onReuseDetected?: AuditHook
+}
+
+export interface ResolvedOptions {
+  secret?: string
+  keys?: KeyConfig[]
+  redis?: TokengateOptions['redis']
+  store?: SessionStore
+  keyPrefix: string
+  accessTtlMs: number
+  refreshTtlMs: number
+  issuer?: string
+  audience?: string | string[]
+  clockToleranceMs: number
+  transport: { header: boolean, cookie: boolean }
+  rotateRefreshTokens: boolean
+  reuseGraceMs: number
+  renewExpiredRefresh: boolean
+  maxSessionAgeMs: number
+  storeTimeoutMs: number
+  cookie: { domain?: string, secure: boolean }
+  routes?: { prefix: string, verifyCredentials?: VerifyCredentials }
+  refreshClaims?: RefreshClaims
+  onIssue?: AuditHook
+  onRefresh?: AuditHook
+  onRevoke?: AuditHook
+  onReuseDetected?: AuditHook
+}
+
+export const MIN_SECRET_BYTES = 32
+
+/** Parses a duration option to milliseconds; a number means seconds. */
+export function durationMs (value: Duration, name: string): number {
+  if (typeof value === 'number') return Math.round(value * 1000)
+  const m = DURATION_RE.exec(value)
+  if (m === null) throw new OptionError(name, `must be a duration such as '10s', '10m', '1h', '1d' or a number of seconds, got ${JSON.stringify(value)}`)
+  return Math.round(Number(m[1]) * UNIT_MS[m[2]])
+}
+
+export class OptionError extends Error {
+  constructor (option: string, problem: string) {
+    super(`tokengate: option "${option}" ${problem}`)
+    this.name = 'TokengateOptionError'
+  }
+}
+
+// Fastify passes its own register options to the plugin along with the user's.
+const FASTIFY_REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
+
+function checkFunction (opts: Record<string, unknown>, name: string): void {
+  if (opts[name] !== undefined && typeof opts[name] !== 'function') throw new OptionError(name, 'must be a function')
+}
+
+/** Validates the options against the schema, fills defaults and resolves durations. Throws OptionError naming the option. */
+export function resolveOptions (input: TokengateOptions | undefined): ResolvedOptions {
+  const raw: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(input ?? {})) {
+    if (!FASTIFY_REGISTER_KEYS.has(k) && v !== undefined) raw[k] = v
+  }
+  // Functions and client instances are not data: validate a copy without them, then put the originals back.
+  const HANDS_OFF = ['redis', 'store', 'refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected']
+  const data: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(raw)) if (!HANDS_OFF.includes(k)) data[k] = v
+  const routesIn = raw.routes
+  if (routesIn !== null && typeof routesIn === 'object') {
+    const { verifyCredentials: _vc, ...rest } = routesIn as Record<string, unknown>
+    data.routes = rest
+  }
+  const opts = Value.Default(OptionsSchema, Value.Clone(data)) as Record<string, unknown>
+  for (const k of HANDS_OFF) if (k in raw) opts[k] = raw[k]
+  if (routesIn !== null && typeof routesIn === 'object' && 'verifyCredentials' in routesIn) {
+    (opts.routes as Record<string, unknown>).verifyCredentials = (routesIn as Record<string, unknown>).verifyCredentials
+  }
+
+  const first = Value.Errors(OptionsSchema, opts).First()
+  if (first !== undefined) {
+    const path = first.path.replace(/^\//, '').replace(/\//g, '.') || '(options)'
+    const problem = first.path === '' && first.message.startsWith('Unexpected property')
+      ? 'is not a known option'
+      : `is invalid: ${first.message}`
+    // Unknown properties are reported at the object; find their names.
+    if (first.message.toLowerCase().includes('unexpected property')) {
+      throw new OptionError(path, 'is not a known option')
+    }
+    throw new OptionError(path, problem)
+  }
+  const o = opts as unknown as DataOptions & TokengateOptions
+
+  if (o.secret === undefined && o.keys === undefined) throw new OptionError('secret', `is required (or "keys"): a random string of at least ${MIN_SECRET_BYTES} bytes, e.g. openssl rand -hex 64`)
+  if (o.secret !== undefined && o.keys !== undefined) throw new OptionError('secret', 'and "keys" cannot both be set')
+  if (o.secret !== undefined && Buffer.byteLength(o.secret, 'utf8') < MIN_SECRET_BYTES) {
+    throw new OptionError('secret', `must be at least ${MIN_SECRET_BYTES} bytes long (got ${Buffer.byteLength(o.secret, 'utf8')}); generate one with openssl rand -hex 64`)
+  }
+  if (o.keys !== undefined) {
+    if (o.keys[0].privateKey === undefined) throw new OptionError('keys[0].privateKey', 'is required: the first key signs')
+    const kids = new Set(o.keys.map(k => k.kid))
+    if (kids.size !== o.keys.length) throw new OptionError('keys', 'must have distinct kid values')
+  }
+  if (o.redis !== undefined && o.store !== undefined) throw new OptionError('redis', 'and "store" cannot both be set')
+  if (o.redis !== undefined && typeof o.redis !== 'string' && (typeof o.redis !== 'object' || o.redis === null || typeof (o.redis as { defineCommand?: unknown }).defineCommand !== 'function')) {
+    throw new OptionError('redis', 'must be a redis:// URL or an ioredis Redis/Cluster instance')
+  }
+  if (typeof o.redis === 'string' && !/^rediss?:\/\//.test(o.redis)) throw new OptionError('redis', 'must be a redis:// or rediss:// URL')
+  if (o.store !== undefined) {
+    const s = o.store as unknown as Record<string, unknown>
+    for (const m of ['create', 'rotate', 'renew', 'revoke', 'revokeAll', 'list', 'markRevoked', 'loadRevoked', 'isRevoked', 'subscribe', 'ping', 'close']) {
+      if (typeof s?.[m] !== 'function') throw new OptionError('store', `must implement SessionStore (missing ${m}())`)
+    }
+  }
+  for (const name of ['refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected']) checkFunction(opts, name)
+  if (o.routes?.verifyCredentials !== undefined && typeof o.routes.verifyCredentials !== 'function') {
+    throw new OptionError('routes.verifyCredentials', 'must be a function')
+  }
+
+  const accessTtlMs = durationMs(o.accessTokenTtl, 'accessTokenTtl')
+  const refreshTtlMs = durationMs(o.refreshTokenTtl, 'refreshTokenTtl')
+  const maxSessionAgeMs = durationMs(o.maxSessionAge, 'maxSessionAge')
+  if (accessTtlMs < 1000) throw new OptionError('accessTokenTtl', 'must be at least 1s (JWT times are whole seconds)')
+  if (refreshTtlMs < 1000) throw new OptionError('refreshTokenTtl', 'must be at least 1s')
+  if (maxSessionAgeMs < refreshTtlMs) throw new OptionError('maxSessionAge', 'must be at least refreshTokenTtl')
+
+  return {
+    secret: o.secret,
+    keys: o.keys,
+    redis: o.redis,
+    store: o.store,
+    keyPrefix: o.keyPrefix,
+    accessTtlMs,
+    refreshTtlMs,
+    issuer: o.issuer,
+    audience: o.audience,
+    clockToleranceMs: durationMs(o.clockTolerance, 'clockTolerance'),
+    transport: { header: o.transport.includes('header'), cookie: o.transport.includes('cookie') },
+    rotateRefreshTokens: o.rotateRefreshTokens,
+    reuseGraceMs: o.reuseGraceMs,
+    renewExpiredRefresh: o.renewExpiredRefresh,
+    maxSessionAgeMs,
+    storeTimeoutMs: o.storeTimeoutMs,
+    cookie: o.cookie as ResolvedOptions['cookie'],
+    routes: o.routes as ResolvedOptions['routes'],
+    refreshClaims: o.refreshClaims,
+    onIssue: o.onIssue,
+    onRefresh: o.onRefresh,
+    onRevoke: o.onRevoke,
+    onReuseDetected: o.onReuseDetected
+  }
+}

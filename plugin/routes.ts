@@ -1,0 +1,122 @@
+// /login /refresh /logout /logout-all /sessions under routes.prefix, with TypeBox schemas.
+import { Type } from '@sinclair/typebox'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { BadCredentialsError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
+import { authenticate, challenge, kAuthError, kByCookie, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, type CookieWriter, type RouteMark } from './hook.js'
+import type { ResolvedOptions, UserInfo, VerifyCredentials } from './options.js'
+import type { Sessions, TokenPair } from './sessions.js'
+import { newId } from './tokens.js'
+
+export const TokenPairSchema = Type.Object({
+  accessToken: Type.String(),
+  refreshToken: Type.String(),
+  tokenType: Type.Literal('Bearer'),
+  expiresIn: Type.Integer(),
+  refreshExpiresIn: Type.Integer(),
+  sessionId: Type.String()
+})
+
+export const SessionInfoSchema = Type.Object({
+  id: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastUsedAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.String({ format: 'date-time' }),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  current: Type.Boolean()
+})
+
+const RefreshBody = Type.Union([
+  Type.Object({ refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }),
+  Type.Null()
+])
+
+const mark = (m: RouteMark): { tokengate: RouteMark } => ({ tokengate: m })
+
+export function registerRoutes (
+  app: FastifyInstance,
+  opts: ResolvedOptions & { routes: { prefix: string, verifyCredentials?: VerifyCredentials } },
+  sessions: Sessions,
+  cookies: CookieWriter
+): void {
+  const prefix = opts.routes.prefix
+  const verifyCredentials = opts.routes.verifyCredentials
+
+  // 401s from these routes carry WWW-Authenticate like those of `authenticate`.
+  const challenged = <T>(handler: (request: FastifyRequest, reply: FastifyReply) => Promise<T>) =>
+    async (request: FastifyRequest, reply: FastifyReply): Promise<T> => {
+      try {
+        return await handler(request, reply)
+      } catch (err) {
+        if (typeof (err as TokengateError).statusCode === 'number') challenge(reply, err as TokengateError)
+        throw err
+      }
+    }
+
+  function sendPair (request: FastifyRequest, reply: FastifyReply, pair: TokenPair, csrf: string | undefined): TokenPair {
+    reply.header('cache-control', 'no-store')
+    if (opts.transport.cookie && (csrf !== undefined || request[kByCookie])) {
+      cookies.setTokens(reply, { accessToken: pair.accessToken, refreshToken: pair.refreshToken, csrf: csrf ?? request.cookies?.tg_csrf ?? newId() }, pair.refreshExpiresIn)
+    }
+    return pair
+  }
+
+  if (verifyCredentials !== undefined) {
+    app.post(`${prefix}/login`, {
+      config: mark('login'),
+      schema: { body: Type.Object({}, { additionalProperties: true }), response: { 200: TokenPairSchema } }
+    }, challenged(async (request, reply) => {
+      const user = await verifyCredentials(request.body, request)
+      if (user === null || user === undefined) throw new BadCredentialsError()
+      const pair = await sessions.issue(user as UserInfo, requestMeta(request))
+      return sendPair(request, reply, pair, opts.transport.cookie ? newId() : undefined)
+    }))
+  }
+
+  app.post(`${prefix}/refresh`, {
+    config: mark('refresh'),
+    schema: { body: RefreshBody, response: { 200: TokenPairSchema } }
+  }, challenged(async (request, reply) => {
+    const kept = request[kAuthError]
+    if (kept?.code === 'TOKENGATE_CSRF') throw kept
+    const body = request.body as { refreshToken?: string } | null | undefined
+    const header = request.headers[REFRESH_HEADER]
+    const token = body?.refreshToken ??
+      (typeof header === 'string' && header !== '' ? header : undefined) ??
+      (opts.transport.cookie ? request.cookies?.[REFRESH_COOKIE] : undefined)
+    if (token === undefined || token === '') throw new RefreshInvalidError()
+    const pair = await sessions.refresh(token, requestMeta(request))
+    return sendPair(request, reply, pair, undefined)
+  }))
+
+  app.post(`${prefix}/logout`, { onRequest: authenticate }, challenged(async (request, reply) => {
+    await sessions.logout(request.auth!, { ...requestMeta(request), reason: 'logout' })
+    if (opts.transport.cookie) cookies.clear(reply)
+    return await reply.code(204).send()
+  }))
+
+  app.post(`${prefix}/logout-all`, { onRequest: authenticate }, challenged(async (request, reply) => {
+    await sessions.revokeAll(request.auth!.userId, { ...requestMeta(request), reason: 'logout-all' })
+    if (opts.transport.cookie) cookies.clear(reply)
+    return await reply.code(204).send()
+  }))
+
+  app.get(`${prefix}/sessions`, {
+    onRequest: authenticate,
+    schema: { response: { 200: Type.Array(SessionInfoSchema) } }
+  }, challenged(async (request) => {
+    return await sessions.listSessions(request.auth!.userId, request.auth!.sessionId)
+  }))
+
+  app.delete(`${prefix}/sessions/:id`, {
+    onRequest: authenticate,
+    schema: { params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }) }
+  }, challenged(async (request, reply) => {
+    const { id } = request.params as { id: string }
+    const auth = request.auth!
+    const found = await sessions.revokeSession(auth.userId, id, { ...requestMeta(request), reason: 'delete' })
+    if (!found) throw new SessionNotFoundError()
+    if (id === auth.sessionId && opts.transport.cookie) cookies.clear(reply)
+    return await reply.code(204).send()
+  }))
+}

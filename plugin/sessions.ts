@@ -1,0 +1,277 @@
+// The session operations behind the decorators, the routes and the hook: issue, refresh (rotation,
+// grace, reuse), renew (origin step 4.2), verify, revoke, list.
+import type { FastifyBaseLogger } from 'fastify'
+import {
+  RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
+  TokenInvalidError, TokenMissingError, TokenRevokedError
+} from './errors.js'
+import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
+import type { Revocations } from './revocation.js'
+import type { SessionRecord, SessionStore, SessionTimes } from './store/index.js'
+import { hashRefreshId, newId, RESERVED_CLAIMS, type AccessPayload, type RefreshParts, type Tokens } from './tokens.js'
+
+export interface TokenPair {
+  accessToken: string
+  refreshToken: string
+  tokenType: 'Bearer'
+  /** Seconds until the access token expires. */
+  expiresIn: number
+  /** Seconds until the refresh token expires. */
+  refreshExpiresIn: number
+  sessionId: string
+}
+
+/** A user's own claims; augment it to type `request.auth.claims`. */
+export interface TokengateClaims { [claim: string]: unknown }
+
+export interface AuthInfo {
+  userId: string
+  sessionId: string
+  roles: readonly string[]
+  claims: Readonly<TokengateClaims>
+  /** The access token this request was authenticated with (a fresh one after a refresh). */
+  token: string
+}
+
+export interface SessionInfo {
+  id: string
+  createdAt: string
+  lastUsedAt: string
+  expiresAt: string
+  ip: string | null
+  userAgent: string | null
+  current?: boolean
+}
+
+const MAX_USER_AGENT = 512
+
+export class Sessions {
+  // fast-jwt's cache hands back the same payload object for the same token: derive AuthInfo once per token.
+  private readonly infos = new WeakMap<AccessPayload, AuthInfo>()
+
+  constructor (
+    private readonly opts: ResolvedOptions,
+    readonly tokens: Tokens,
+    readonly store: SessionStore,
+    readonly revocations: Revocations,
+    private readonly log: FastifyBaseLogger
+  ) {}
+
+  private times (now: number): SessionTimes {
+    return {
+      now,
+      refreshTtlMs: this.opts.refreshTtlMs,
+      maxSessionAgeMs: this.opts.maxSessionAgeMs,
+      extraMs: this.opts.accessTtlMs + this.opts.clockToleranceMs
+    }
+  }
+
+  /** Runs a store call; any store failure becomes 503 TOKENGATE_STORE_UNAVAILABLE. */
+  private async stored<T> (what: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call()
+    } catch (err) {
+      this.log.error({ err }, `tokengate: session store failed during ${what}`)
+      throw new StoreUnavailableError()
+    }
+  }
+
+  private async audit (hook: AuditHook | undefined, name: string, userId: string, sessionId: string, meta: AuditMeta): Promise<void> {
+    if (hook === undefined) return
+    try {
+      await hook(userId, sessionId, meta)
+    } catch (err) {
+      this.log.error({ err }, `tokengate: ${name} hook failed`)
+    }
+  }
+
+  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, now)
+    return {
+      accessToken: access.token,
+      refreshToken,
+      tokenType: 'Bearer',
+      expiresIn: access.expiresIn,
+      refreshExpiresIn: Math.max(0, Math.round((refreshExpiresAt - now) / 1000)),
+      sessionId
+    }
+  }
+
+  async issue (user: UserInfo, meta: RequestMeta = {}): Promise<TokenPair> {
+    if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
+      throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
+    }
+    if (user.roles !== undefined && (!Array.isArray(user.roles) || !user.roles.every(r => typeof r === 'string'))) {
+      throw new TypeError('tokengate.issue(user): user.roles must be an array of strings')
+    }
+    const now = Date.now()
+    const sessionId = newId()
+    const refreshId = newId()
+    const refreshExpiresAt = now + this.opts.refreshTtlMs
+    const roles = user.roles ?? []
+    const claims = ownClaims(user.claims)
+    await this.stored('issue', async () => await this.store.create({
+      userId: user.sub,
+      sessionId,
+      refreshHash: hashRefreshId(refreshId),
+      refreshExpiresAt,
+      createdAt: now,
+      ip: meta.ip,
+      userAgent: meta.userAgent?.slice(0, MAX_USER_AGENT),
+      roles,
+      claims
+    }, this.times(now)))
+    const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
+    await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
+    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now }, refreshToken, refreshExpiresAt, now)
+  }
+
+  /** Checks a refresh token without the store: format, MAC and expiry. */
+  checkRefresh (refreshToken: unknown, now = Date.now()): RefreshParts & { keyIndex: number } {
+    const parts = typeof refreshToken === 'string' ? this.tokens.parseRefresh(refreshToken) : null
+    if (parts === null) throw new RefreshInvalidError()
+    if (parts.expiresAt <= now) throw new RefreshExpiredError()
+    return parts
+  }
+
+  async refresh (refreshToken: string, meta: RequestMeta = {}): Promise<TokenPair> {
+    const now = Date.now()
+    const parts = this.checkRefresh(refreshToken, now)
+    const rotate = this.opts.rotateRefreshTokens
+    const successorId = rotate ? this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex) : parts.refreshId
+    let fresh: Pick<UserInfo, 'roles' | 'claims'> | null | undefined
+    if (this.opts.refreshClaims !== undefined) fresh = await this.opts.refreshClaims(parts.userId, parts.sessionId)
+    const r = await this.stored('refresh', async () => await this.store.rotate({
+      ...this.times(now),
+      userId: parts.userId,
+      sessionId: parts.sessionId,
+      presentedHash: hashRefreshId(parts.refreshId),
+      successorHash: hashRefreshId(successorId),
+      rotate,
+      graceMs: this.opts.reuseGraceMs,
+      roles: fresh?.roles,
+      claims: fresh?.claims === undefined ? undefined : ownClaims(fresh.claims)
+    }))
+    if (r.status === 'missing') throw new RefreshInvalidError()
+    if (r.status === 'reused') {
+      const auditMeta = { ...meta, reason: 'reuse' }
+      await this.audit(this.opts.onReuseDetected, 'onReuseDetected', parts.userId, parts.sessionId, auditMeta)
+      try {
+        await this.revocations.publish([parts.sessionId])
+      } catch (err) {
+        this.log.error({ err }, 'tokengate: publishing a revocation failed; it is retried when the store is back')
+      }
+      await this.audit(this.opts.onRevoke, 'onRevoke', parts.userId, parts.sessionId, auditMeta)
+      throw new RefreshReusedError()
+    }
+    const newRefresh = rotate
+      ? this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, expiresAt: r.record.refreshExpiresAt })
+      : refreshToken
+    await this.audit(this.opts.onRefresh, 'onRefresh', parts.userId, parts.sessionId, meta)
+    return this.pair(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, now)
+  }
+
+  /**
+   * Origin step 4.2: the access token is valid but the refresh token expired: a new refresh token for the
+   * same session, unless revoked, not the current refresh id, or past createdAt + maxSessionAge.
+   */
+  async renew (parts: RefreshParts & { keyIndex: number }): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {
+    const now = Date.now()
+    const successorId = this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex)
+    const r = await this.stored('renew', async () => await this.store.renew({
+      ...this.times(now),
+      userId: parts.userId,
+      sessionId: parts.sessionId,
+      presentedHash: hashRefreshId(parts.refreshId),
+      successorHash: hashRefreshId(successorId),
+      graceMs: this.opts.reuseGraceMs
+    }))
+    if (r.status !== 'ok') return null
+    return {
+      refreshToken: this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, expiresAt: r.record.refreshExpiresAt }),
+      refreshExpiresIn: Math.max(0, Math.round((r.record.refreshExpiresAt - now) / 1000))
+    }
+  }
+
+  /** The AuthInfo of a verified payload, derived once per token and frozen (it is shared). */
+  authInfo (payload: AccessPayload, token: string): AuthInfo {
+    let info = this.infos.get(payload)
+    if (info === undefined || info.token !== token) {
+      const claims: Record<string, unknown> = {}
+      for (const k in payload) if (!RESERVED_CLAIMS.has(k)) claims[k] = payload[k]
+      info = Object.freeze({
+        userId: payload.sub,
+        sessionId: payload.sid,
+        roles: Object.freeze(Array.isArray(payload.roles) ? [...payload.roles] : []),
+        claims: Object.freeze(claims),
+        token
+      })
+      this.infos.set(payload, info)
+    }
+    return info
+  }
+
+  async verify (accessToken: string): Promise<AuthInfo> {
+    if (typeof accessToken !== 'string' || accessToken.length === 0) throw new TokenMissingError()
+    const r = this.tokens.verifyAccess(accessToken)
+    if (!r.ok) throw r.expired ? new TokenExpiredError() : new TokenInvalidError()
+    let revoked: boolean
+    try {
+      revoked = await this.revocations.isRevoked(r.payload.sid)
+    } catch (err) {
+      this.log.error({ err }, 'tokengate: revocation check failed (feed and store down)')
+      throw new StoreUnavailableError()
+    }
+    if (revoked) throw new TokenRevokedError()
+    return this.authInfo(r.payload, accessToken)
+  }
+
+  async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {
+    const gone = await this.stored('revoke', async () => await this.store.revoke(userId, [sessionId]))
+    if (gone.length === 0) return false
+    await this.publish(gone)
+    await this.audit(this.opts.onRevoke, 'onRevoke', userId, sessionId, meta)
+    return true
+  }
+
+  async revokeAll (userId: string, meta: AuditMeta = { reason: 'api' }): Promise<number> {
+    const gone = await this.stored('revokeAll', async () => await this.store.revokeAll(userId))
+    await this.publish(gone)
+    for (const id of gone) await this.audit(this.opts.onRevoke, 'onRevoke', userId, id, meta)
+    return gone.length
+  }
+
+  /** Logout of the session an access token names: revoked even if its record already went. */
+  async logout (auth: AuthInfo, meta: AuditMeta): Promise<void> {
+    await this.stored('logout', async () => await this.store.revoke(auth.userId, [auth.sessionId]))
+    await this.publish([auth.sessionId])
+    await this.audit(this.opts.onRevoke, 'onRevoke', auth.userId, auth.sessionId, meta)
+  }
+
+  private async publish (sessionIds: string[]): Promise<void> {
+    await this.stored('revocation publish', async () => await this.revocations.publish(sessionIds))
+  }
+
+  async listSessions (userId: string, currentSessionId?: string): Promise<SessionInfo[]> {
+    const records = await this.stored('list', async () => await this.store.list(userId, Date.now()))
+    return records.map(r => {
+      const info: SessionInfo = {
+        id: r.sessionId,
+        createdAt: new Date(r.createdAt).toISOString(),
+        lastUsedAt: new Date(r.lastUsedAt).toISOString(),
+        expiresAt: new Date(r.refreshExpiresAt).toISOString(),
+        ip: r.ip ?? null,
+        userAgent: r.userAgent ?? null
+      }
+      if (currentSessionId !== undefined) info.current = r.sessionId === currentSessionId
+      return info
+    })
+  }
+}
+
+function ownClaims (claims: Record<string, unknown> | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  if (claims === undefined || claims === null || typeof claims !== 'object') return out
+  for (const [k, v] of Object.entries(claims)) if (!RESERVED_CLAIMS.has(k)) out[k] = v
+  return out
+}

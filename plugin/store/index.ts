@@ -1,0 +1,112 @@
+// The SessionStore interface: what tokengate needs from a place that keeps refresh sessions.
+// Stores know nothing of Fastify or of tokens: they keep records, compare hashes and expire things.
+
+export interface SessionRecord {
+  sessionId: string
+  /** Hash of the current refresh id (never the id or the token). */
+  refreshHash: string
+  /** When the current refresh token expires (ms since epoch). */
+  refreshExpiresAt: number
+  /** When the session started: the access token's auth_time (ms). */
+  createdAt: number
+  lastUsedAt: number
+  /** When the record itself goes (ms): refresh expiry + access TTL + clock tolerance. */
+  expiresAt: number
+  ip?: string
+  userAgent?: string
+  roles: string[]
+  claims: Record<string, unknown>
+}
+
+export interface NewSession {
+  userId: string
+  sessionId: string
+  refreshHash: string
+  refreshExpiresAt: number
+  createdAt: number
+  ip?: string
+  userAgent?: string
+  roles: string[]
+  claims: Record<string, unknown>
+}
+
+/** Times every store operation needs to compute expiries itself, atomically. */
+export interface SessionTimes {
+  now: number
+  refreshTtlMs: number
+  maxSessionAgeMs: number
+  /** access TTL + clock tolerance: how long a record outlives its refresh expiry. */
+  extraMs: number
+}
+
+export interface RotateInput extends SessionTimes {
+  userId: string
+  sessionId: string
+  presentedHash: string
+  /** Hash of the successor refresh id (derived from the presented one). Equal to presentedHash when not rotating. */
+  successorHash: string
+  rotate: boolean
+  graceMs: number
+  /** New roles/claims from refreshClaims(), stored with the rotation. */
+  roles?: string[]
+  claims?: Record<string, unknown>
+}
+
+export type RenewInput = Omit<RotateInput, 'rotate' | 'roles' | 'claims'>
+
+export type RotateResult =
+  | { status: 'ok', grace: boolean, record: SessionRecord }
+  /** No such session: expired, revoked or never issued. */
+  | { status: 'missing' }
+  /** A live session's refresh id that is neither current nor previous-in-grace: the session was deleted. */
+  | { status: 'reused' }
+
+export type RenewResult =
+  | { status: 'ok', grace: boolean, record: SessionRecord }
+  | { status: 'missing' }
+  /** The presented refresh id is not the session's current one. */
+  | { status: 'stale' }
+  /** createdAt + maxSessionAge has passed. */
+  | { status: 'capped' }
+
+export interface RevocationEntry {
+  sessionId: string
+  /** When the entry may be forgotten (ms): revocation time + access TTL + clock tolerance. */
+  until: number
+}
+
+export interface RevocationFeedHandlers {
+  /** A session id revoked by any instance (including this one). */
+  onRevoked: (sessionId: string) => void
+  /** The feed's connection went up (subscribed) or down. */
+  onState: (up: boolean) => void
+}
+
+export interface SessionStore {
+  /** Creates a session record and adds it to the user's index. */
+  create: (session: NewSession, times: SessionTimes) => Promise<void>
+  /** Rotation, grace window and reuse detection in one atomic step. */
+  rotate: (input: RotateInput) => Promise<RotateResult>
+  /** Origin step 4.2: a new refresh id for a session whose refresh token expired. */
+  renew: (input: RenewInput) => Promise<RenewResult>
+  /** Deletes the given sessions of a user; returns the ids that existed. */
+  revoke: (userId: string, sessionIds: string[]) => Promise<string[]>
+  /** Deletes every session of a user; returns their ids. */
+  revokeAll: (userId: string) => Promise<string[]>
+  /** Live sessions of a user, newest first. */
+  list: (userId: string, now: number) => Promise<SessionRecord[]>
+  /** Records revocations for every instance (sorted set + pub/sub). Idempotent. */
+  markRevoked: (entries: RevocationEntry[], now: number) => Promise<void>
+  /** Revocations still in force. */
+  loadRevoked: (now: number) => Promise<RevocationEntry[]>
+  /** Per-request check, used only while the feed is down. */
+  isRevoked: (sessionId: string, now: number) => Promise<boolean>
+  /** Subscribes to revocations; resolves once subscribed. */
+  subscribe: (handlers: RevocationFeedHandlers) => Promise<void>
+  /** Whether the store answers now (for readiness checks). */
+  ping: () => Promise<boolean>
+  close: () => Promise<void>
+}
+
+export { MemoryStore } from './memory.js'
+export { RedisStore, type RedisStoreOptions } from './redis.js'

@@ -1,0 +1,29 @@
+-- Rotation, the grace window and reuse detection, atomically.
+-- KEYS: record, index
+-- ARGV: presentedHash, successorHash, now, refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs,
+--       sessionId, rolesJson ('' = keep), claimsJson ('' = keep)
+local f = redis.call('HMGET', KEYS[1], 'h', 'p', 'pt', 'st')
+if not f[1] then return { 'missing' } end
+local now = tonumber(ARGV[3])
+local grace = 0
+if f[1] == ARGV[1] then
+  if ARGV[7] == '1' then
+    local refresh_expires_at = math.min(now + tonumber(ARGV[4]), tonumber(f[4]) + tonumber(ARGV[5]))
+    local expires_at = refresh_expires_at + tonumber(ARGV[6])
+    redis.call('HSET', KEYS[1], 'h', ARGV[2], 'p', ARGV[1], 'pt', ARGV[3], 're', int(refresh_expires_at))
+    redis.call('PEXPIREAT', KEYS[1], int(expires_at))
+    touch_index(KEYS[2], now, ARGV[9], expires_at)
+  end
+elseif ARGV[7] == '1' and f[2] == ARGV[1] and now - tonumber(f[3]) <= tonumber(ARGV[8]) and f[1] == ARGV[2] then
+  grace = 1
+else
+  -- A live session's refresh id that is neither current nor previous-in-grace: reuse. Kill the session.
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[9])
+  touch_index(KEYS[2], now, nil, nil)
+  return { 'reused' }
+end
+redis.call('HSET', KEYS[1], 'lu', ARGV[3])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'ro', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'cl', ARGV[11]) end
+return { 'ok', grace, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1]) }

@@ -1,0 +1,186 @@
+// An in-process SessionStore: the same contract as the Redis store, for a single process.
+import type {
+  NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
+  SessionRecord, SessionStore, SessionTimes
+} from './index.js'
+
+interface Entry extends SessionRecord {
+  prevHash?: string
+  prevAt?: number
+}
+
+const SWEEP_MS = 60_000
+
+export class MemoryStore implements SessionStore {
+  private readonly users = new Map<string, Map<string, Entry>>()
+  private readonly revoked = new Map<string, number>()
+  private readonly listeners = new Set<RevocationFeedHandlers>()
+  private readonly timer: NodeJS.Timeout
+  private readonly clock: () => number
+
+  constructor (opts: { now?: () => number } = {}) {
+    this.clock = opts.now ?? Date.now
+    this.timer = setInterval(() => this.sweep(this.clock()), SWEEP_MS).unref()
+  }
+
+  private live (userId: string, sessionId: string, now: number): Entry | undefined {
+    const sessions = this.users.get(userId)
+    const e = sessions?.get(sessionId)
+    if (e === undefined) return undefined
+    if (e.expiresAt <= now) {
+      sessions!.delete(sessionId)
+      if (sessions!.size === 0) this.users.delete(userId)
+      return undefined
+    }
+    return e
+  }
+
+  private sweep (now: number): void {
+    for (const [userId, sessions] of this.users) {
+      for (const [id, e] of sessions) if (e.expiresAt <= now) sessions.delete(id)
+      if (sessions.size === 0) this.users.delete(userId)
+    }
+    for (const [id, until] of this.revoked) if (until <= now) this.revoked.delete(id)
+  }
+
+  async create (s: NewSession, t: SessionTimes): Promise<void> {
+    let sessions = this.users.get(s.userId)
+    if (sessions === undefined) this.users.set(s.userId, (sessions = new Map()))
+    sessions.set(s.sessionId, {
+      sessionId: s.sessionId,
+      refreshHash: s.refreshHash,
+      refreshExpiresAt: s.refreshExpiresAt,
+      createdAt: s.createdAt,
+      lastUsedAt: t.now,
+      expiresAt: s.refreshExpiresAt + t.extraMs,
+      ip: s.ip,
+      userAgent: s.userAgent,
+      roles: [...s.roles],
+      claims: structuredClone(s.claims)
+    })
+  }
+
+  private advance (e: Entry, presented: string, successor: string, t: SessionTimes): void {
+    e.prevHash = presented
+    e.prevAt = t.now
+    e.refreshHash = successor
+    e.refreshExpiresAt = Math.min(t.now + t.refreshTtlMs, e.createdAt + t.maxSessionAgeMs)
+    e.expiresAt = e.refreshExpiresAt + t.extraMs
+  }
+
+  private inGrace (e: Entry, presented: string, successor: string, now: number, graceMs: number): boolean {
+    return e.prevHash === presented && e.prevAt !== undefined && now - e.prevAt <= graceMs && e.refreshHash === successor
+  }
+
+  async rotate (i: RotateInput): Promise<RotateResult> {
+    const e = this.live(i.userId, i.sessionId, i.now)
+    if (e === undefined) return { status: 'missing' }
+    let grace = false
+    if (e.refreshHash === i.presentedHash) {
+      if (i.rotate) this.advance(e, i.presentedHash, i.successorHash, i)
+    } else if (i.rotate && this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) {
+      grace = true
+    } else {
+      this.users.get(i.userId)!.delete(i.sessionId)
+      return { status: 'reused' }
+    }
+    e.lastUsedAt = i.now
+    if (i.roles !== undefined) e.roles = [...i.roles]
+    if (i.claims !== undefined) e.claims = structuredClone(i.claims)
+    return { status: 'ok', grace, record: snapshot(e) }
+  }
+
+  async renew (i: RenewInput): Promise<RenewResult> {
+    const e = this.live(i.userId, i.sessionId, i.now)
+    if (e === undefined) return { status: 'missing' }
+    if (i.now >= e.createdAt + i.maxSessionAgeMs) return { status: 'capped' }
+    let grace = false
+    if (e.refreshHash === i.presentedHash) {
+      this.advance(e, i.presentedHash, i.successorHash, i)
+    } else if (this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) {
+      grace = true
+    } else {
+      return { status: 'stale' }
+    }
+    e.lastUsedAt = i.now
+    return { status: 'ok', grace, record: snapshot(e) }
+  }
+
+  async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
+    const now = this.clock()
+    const out: string[] = []
+    for (const id of sessionIds) {
+      if (this.live(userId, id, now) !== undefined) {
+        this.users.get(userId)!.delete(id)
+        out.push(id)
+      }
+    }
+    return out
+  }
+
+  async revokeAll (userId: string): Promise<string[]> {
+    const now = this.clock()
+    const sessions = this.users.get(userId)
+    if (sessions === undefined) return []
+    const out = [...sessions.values()].filter(e => e.expiresAt > now).map(e => e.sessionId)
+    this.users.delete(userId)
+    return out
+  }
+
+  async list (userId: string, now: number): Promise<SessionRecord[]> {
+    const sessions = this.users.get(userId)
+    if (sessions === undefined) return []
+    const out: SessionRecord[] = []
+    for (const id of [...sessions.keys()]) {
+      const e = this.live(userId, id, now)
+      if (e !== undefined) out.push(snapshot(e))
+    }
+    return out.sort((a, b) => b.createdAt - a.createdAt)
+  }
+
+  async markRevoked (entries: RevocationEntry[], now: number): Promise<void> {
+    for (const { sessionId, until } of entries) {
+      if (until > now) this.revoked.set(sessionId, Math.max(until, this.revoked.get(sessionId) ?? 0))
+    }
+    for (const l of this.listeners) for (const { sessionId } of entries) l.onRevoked(sessionId)
+  }
+
+  async loadRevoked (now: number): Promise<RevocationEntry[]> {
+    const out: RevocationEntry[] = []
+    for (const [sessionId, until] of this.revoked) if (until > now) out.push({ sessionId, until })
+    return out
+  }
+
+  async isRevoked (sessionId: string, now: number): Promise<boolean> {
+    return (this.revoked.get(sessionId) ?? 0) > now
+  }
+
+  async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
+    this.listeners.add(handlers)
+    handlers.onState(true)
+  }
+
+  async ping (): Promise<boolean> {
+    return true
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.timer)
+    this.listeners.clear()
+  }
+}
+
+function snapshot (e: Entry): SessionRecord {
+  return {
+    sessionId: e.sessionId,
+    refreshHash: e.refreshHash,
+    refreshExpiresAt: e.refreshExpiresAt,
+    createdAt: e.createdAt,
+    lastUsedAt: e.lastUsedAt,
+    expiresAt: e.expiresAt,
+    ip: e.ip,
+    userAgent: e.userAgent,
+    roles: [...e.roles],
+    claims: structuredClone(e.claims)
+  }
+}

@@ -1,0 +1,245 @@
+// The Redis SessionStore: one hash per session and one sorted set per user, both under the user's
+// hash tag (one Cluster slot per user), expiring natively; every state change is one Lua script.
+import { readFileSync } from 'node:fs'
+import { Cluster, Redis } from 'ioredis'
+import type {
+  NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
+  SessionRecord, SessionStore, SessionTimes
+} from './index.js'
+
+type Client = Redis | Cluster
+
+export interface RedisStoreOptions {
+  /** A redis:// URL (the store owns the connection) or an ioredis Redis/Cluster instance (you own it). */
+  redis: string | Client
+  /** Key and channel prefix; default 'tg'. */
+  keyPrefix?: string
+  /** Bound on every store call in ms; default 1000. */
+  timeoutMs?: number
+}
+
+const LUA_DIR = new URL('./lua/', import.meta.url)
+const COMMON = readFileSync(new URL('common.lua', LUA_DIR), 'utf8')
+const script = (name: string): string => COMMON + '\n' + readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
+
+// Names are namespaced so several stores (or a user's own scripts) can share one ioredis instance.
+const SCRIPTS = {
+  tokengateCreate: { numberOfKeys: 2, lua: script('create') },
+  tokengateRotate: { numberOfKeys: 2, lua: script('rotate') },
+  tokengateRenew: { numberOfKeys: 2, lua: script('renew') },
+  tokengateRevoke: { lua: script('revoke') },
+  tokengateRevokeAll: { numberOfKeys: 1, lua: script('revoke-all') },
+  tokengateList: { numberOfKeys: 1, lua: script('list') },
+  tokengateMarkRevoked: { numberOfKeys: 1, lua: script('mark-revoked') }
+} as const
+
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
+type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
+
+/** Options for the connections tokengate opens itself: fail fast while Redis is away, reconnect forever. */
+export function ownClientOptions (timeoutMs: number): import('ioredis').RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 1,
+    connectTimeout: Math.max(timeoutMs, 1000),
+    retryStrategy: (times: number) => Math.min(50 * times, 1000)
+  }
+}
+
+/** `{`, `}` and `%` in a user id are percent-encoded so the id cannot break out of its hash tag. */
+export function encodeUserId (userId: string): string {
+  return userId.replace(/[%{}]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+}
+
+export class RedisStore implements SessionStore {
+  readonly client: Client
+  private readonly owned: boolean
+  private readonly prefix: string
+  private readonly timeoutMs: number
+  private readonly revokedKey: string
+  readonly channel: string
+  private subscriber?: Client
+
+  constructor (opts: RedisStoreOptions) {
+    this.prefix = opts.keyPrefix ?? 'tg'
+    this.timeoutMs = opts.timeoutMs ?? 1000
+    this.owned = typeof opts.redis === 'string'
+    this.client = typeof opts.redis === 'string'
+      ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
+      : opts.redis
+    if (this.owned) this.client.on('error', () => { /* reported by failing calls; reconnects by itself */ })
+    for (const [name, def] of Object.entries(SCRIPTS)) {
+      if (typeof (this.client as unknown as Record<string, unknown>)[name] !== 'function') this.client.defineCommand(name, def)
+    }
+    this.revokedKey = `${this.prefix}:revoked`
+    this.channel = `${this.prefix}:revocations`
+  }
+
+  /** Resolves when the connection is ready, or after timeoutMs (the store then answers once Redis does). */
+  async ready (): Promise<boolean> {
+    if (this.client.status === 'ready') return true
+    return await new Promise<boolean>(resolve => {
+      const done = (ok: boolean): void => { clearTimeout(t); this.client.off('ready', onReady); resolve(ok) }
+      const onReady = (): void => done(true)
+      const t = setTimeout(() => done(false), this.timeoutMs)
+      this.client.once('ready', onReady)
+    })
+  }
+
+  userTag (userId: string): string {
+    return `${this.prefix}:{${encodeUserId(userId)}}`
+  }
+
+  recordKey (userId: string, sessionId: string): string {
+    return `${this.userTag(userId)}:s:${sessionId}`
+  }
+
+  indexKey (userId: string): string {
+    return `${this.userTag(userId)}:sessions`
+  }
+
+  private get scripts (): Scripted {
+    return this.client as unknown as Scripted
+  }
+
+  /** Bounds a call even on a client whose options (a user's instance) would let it wait forever. */
+  private async bounded<T> (p: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${this.timeoutMs}ms`)), this.timeoutMs)
+    })
+    try {
+      return await Promise.race([p, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  async create (s: NewSession, t: SessionTimes): Promise<void> {
+    await this.bounded(this.scripts.tokengateCreate(
+      this.recordKey(s.userId, s.sessionId), this.indexKey(s.userId),
+      s.sessionId, s.refreshHash, s.refreshExpiresAt, s.createdAt, t.now, t.extraMs,
+      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims)
+    ))
+  }
+
+  async rotate (i: RotateInput): Promise<RotateResult> {
+    const r = await this.bounded(this.scripts.tokengateRotate(
+      this.recordKey(i.userId, i.sessionId), this.indexKey(i.userId),
+      i.presentedHash, i.successorHash, i.now, i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs,
+      i.rotate ? '1' : '0', i.graceMs, i.sessionId,
+      i.roles === undefined ? '' : JSON.stringify(i.roles),
+      i.claims === undefined ? '' : JSON.stringify(i.claims)
+    )) as [string, number?, string[]?, number?]
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, record: parseRecord(i.sessionId, r[2]!, i.now + r[3]!) }
+    return { status: r[0] as 'missing' | 'reused' }
+  }
+
+  async renew (i: RenewInput): Promise<RenewResult> {
+    const r = await this.bounded(this.scripts.tokengateRenew(
+      this.recordKey(i.userId, i.sessionId), this.indexKey(i.userId),
+      i.presentedHash, i.successorHash, i.now, i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.sessionId
+    )) as [string, number?, string[]?, number?]
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, record: parseRecord(i.sessionId, r[2]!, i.now + r[3]!) }
+    return { status: r[0] as 'missing' | 'stale' | 'capped' }
+  }
+
+  async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
+    if (sessionIds.length === 0) return []
+    const keys = sessionIds.map(id => this.recordKey(userId, id))
+    return await this.bounded(this.scripts.tokengateRevoke(
+      1 + keys.length, this.indexKey(userId), ...keys, Date.now(), ...sessionIds
+    )) as string[]
+  }
+
+  async revokeAll (userId: string): Promise<string[]> {
+    return await this.bounded(this.scripts.tokengateRevokeAll(this.indexKey(userId), `${this.userTag(userId)}:s:`)) as string[]
+  }
+
+  async list (userId: string, now: number): Promise<SessionRecord[]> {
+    const rows = await this.bounded(this.scripts.tokengateList(this.indexKey(userId), `${this.userTag(userId)}:s:`, now)) as Array<[string, string[], number]>
+    return rows.map(([id, fields, pttl]) => parseRecord(id, fields, now + pttl)).sort((a, b) => b.createdAt - a.createdAt)
+  }
+
+  async markRevoked (entries: RevocationEntry[], now: number): Promise<void> {
+    if (entries.length === 0) return
+    const args: Array<string | number> = [this.channel, now]
+    for (const e of entries) args.push(e.sessionId, e.until)
+    await this.bounded(this.scripts.tokengateMarkRevoked(this.revokedKey, ...args))
+  }
+
+  async loadRevoked (now: number): Promise<RevocationEntry[]> {
+    const flat = await this.bounded(this.client.zrangebyscore(this.revokedKey, `(${now}`, '+inf', 'WITHSCORES'))
+    const out: RevocationEntry[] = []
+    for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: flat[i], until: Number(flat[i + 1]) })
+    return out
+  }
+
+  async isRevoked (sessionId: string, now: number): Promise<boolean> {
+    const score = await this.bounded(this.client.zscore(this.revokedKey, sessionId))
+    return score !== null && Number(score) > now
+  }
+
+  async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
+    // A connection of its own: a subscribed connection can run no other command.
+    const sub: Client = this.client instanceof Cluster
+      ? this.client.duplicate()
+      : this.client.duplicate(ownClientOptions(this.timeoutMs))
+    this.subscriber = sub
+    sub.on('error', () => { /* the feed reports down on close; reconnects by itself */ })
+    sub.on('message', (channel: string, message: string) => {
+      if (channel === this.channel) handlers.onRevoked(message)
+    })
+    const up = async (): Promise<void> => {
+      try {
+        await sub.subscribe(this.channel)
+        handlers.onState(true)
+      } catch {
+        handlers.onState(false)
+      }
+    }
+    sub.on('ready', () => { up().catch(() => {}) })
+    sub.on('close', () => handlers.onState(false))
+    if (sub.status === 'ready') await up()
+    else {
+      await new Promise<void>(resolve => {
+        const t = setTimeout(resolve, this.timeoutMs)
+        sub.once('ready', () => { clearTimeout(t); setImmediate(resolve) })
+      })
+    }
+  }
+
+  async ping (): Promise<boolean> {
+    try {
+      return (await this.bounded(this.client.ping())) === 'PONG'
+    } catch {
+      return false
+    }
+  }
+
+  async close (): Promise<void> {
+    const quit = async (c: Client): Promise<void> => {
+      try { await this.bounded(c.quit()) } catch { c.disconnect() }
+    }
+    if (this.subscriber !== undefined) await quit(this.subscriber)
+    if (this.owned) await quit(this.client)
+  }
+}
+
+function parseRecord (sessionId: string, flat: string[], expiresAt: number): SessionRecord {
+  const h: Record<string, string> = {}
+  for (let i = 0; i < flat.length; i += 2) h[flat[i]] = flat[i + 1]
+  return {
+    sessionId,
+    refreshHash: h.h,
+    refreshExpiresAt: Number(h.re),
+    createdAt: Number(h.st),
+    lastUsedAt: Number(h.lu),
+    expiresAt,
+    ip: h.ip,
+    userAgent: h.ua,
+    roles: JSON.parse(h.ro ?? '[]'),
+    claims: JSON.parse(h.cl ?? '{}')
+  }
+}

@@ -1,0 +1,187 @@
+// Access tokens (JWT, RFC 9068 `at+jwt`, signed and verified by @fastify/jwt / fast-jwt) and refresh
+// tokens (opaque, MAC'd with a key derived for that purpose only, so neither is accepted as the other).
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import fastifyJwt, { type JWT } from '@fastify/jwt'
+import type { ResolvedOptions, UserInfo } from './options.js'
+
+/** Claims tokengate sets itself; a user's `claims` cannot override them. */
+export const RESERVED_CLAIMS: ReadonlySet<string> = new Set([
+  'iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'sid', 'auth_time', 'roles', 'typ', 'kid', 'alg', 'cnf', 'client_id', 'scope'
+])
+
+export interface AccessPayload {
+  sub: string
+  sid: string
+  jti: string
+  iat: number
+  exp: number
+  auth_time: number
+  roles: string[]
+  iss?: string
+  aud?: string | string[]
+  [claim: string]: unknown
+}
+
+export type AccessCheck =
+  | { ok: true, payload: AccessPayload }
+  | { ok: false, expired: boolean }
+
+export interface RefreshParts {
+  userId: string
+  sessionId: string
+  refreshId: string
+  /** Expiry in ms since epoch. */
+  expiresAt: number
+}
+
+const REFRESH_PREFIX = 'tgr1'
+const ID_BYTES = 16
+const MAC_LABEL = 'tokengate refresh-token mac v1'
+const SUCCESSOR_LABEL = 'tokengate refresh-token successor v1'
+
+export const newId = (): string => randomBytes(ID_BYTES).toString('base64url')
+
+/** What the store keeps instead of a refresh id: 128 bits of its SHA-256. */
+export const hashRefreshId = (refreshId: string): string =>
+  createHash('sha256').update(refreshId).digest('base64url').slice(0, 22)
+
+const b64urlRe = /^[A-Za-z0-9_-]+$/
+
+interface KeyMaterial { mac: Buffer, successor: Buffer }
+
+export class Tokens {
+  private readonly signer: JWT
+  private readonly verifiers: Map<string | undefined, JWT>
+  private readonly single?: JWT
+  private readonly refreshKeys: KeyMaterial[]
+  private readonly opts: ResolvedOptions
+
+  private constructor (opts: ResolvedOptions, signer: JWT, verifiers: Map<string | undefined, JWT>, refreshKeys: KeyMaterial[]) {
+    this.opts = opts
+    this.signer = signer
+    this.verifiers = verifiers
+    this.single = verifiers.size === 1 ? signer : undefined
+    this.refreshKeys = refreshKeys
+  }
+
+  /** Registers one @fastify/jwt per key in a child context (its `jwt` decorator stays private to us). */
+  static async create (app: FastifyInstance, opts: ResolvedOptions): Promise<Tokens> {
+    const verify = {
+      checkTyp: 'at+jwt',
+      requiredClaims: ['sub', 'sid', 'exp', 'iat'],
+      clockTolerance: opts.clockToleranceMs,
+      cache: true,
+      cacheTTL: 600_000,
+      ...(opts.issuer !== undefined ? { allowedIss: opts.issuer } : {}),
+      ...(opts.audience !== undefined ? { allowedAud: opts.audience } : {})
+    }
+    const sign = {
+      typ: 'at+jwt',
+      ...(opts.issuer !== undefined ? { iss: opts.issuer } : {}),
+      ...(opts.audience !== undefined ? { aud: opts.audience } : {})
+    }
+    const keys = opts.keys ?? [{ kid: undefined, algorithm: 'HS256' as const, privateKey: opts.secret!, publicKey: opts.secret! }]
+    const apis = new Map<string | undefined, JWT>()
+    for (const k of keys) {
+      const secret = k.algorithm === 'HS256' ? k.privateKey! : { private: k.privateKey ?? k.publicKey, public: k.publicKey }
+      await app.register(async child => {
+        await child.register(fastifyJwt, {
+          secret: secret as never,
+          sign: { ...sign, algorithm: k.algorithm, ...(k.kid !== undefined ? { kid: k.kid } : {}) } as never,
+          verify: { ...verify, algorithms: [k.algorithm] } as never
+        })
+        apis.set(k.kid, child.jwt)
+      })
+    }
+    const material = keys.filter(k => k.privateKey !== undefined).map(k => Buffer.from(k.privateKey!, 'utf8'))
+    const refreshKeys = material.map(m => ({
+      mac: createHmac('sha256', m).update(MAC_LABEL).digest(),
+      successor: createHmac('sha256', m).update(SUCCESSOR_LABEL).digest()
+    }))
+    return new Tokens(opts, apis.get(keys[0].kid)!, apis, refreshKeys)
+  }
+
+  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, authTimeMs: number, now: number): { token: string, expiresIn: number } {
+    const iat = Math.floor(now / 1000)
+    // No token of a session outlives its start + maxSessionAge.
+    const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((authTimeMs + this.opts.maxSessionAgeMs) / 1000))
+    const payload: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(user.claims)) if (!RESERVED_CLAIMS.has(k)) payload[k] = v
+    payload.sub = user.sub
+    payload.sid = sessionId
+    payload.jti = randomBytes(12).toString('base64url')
+    payload.iat = iat
+    payload.exp = expSec
+    payload.auth_time = Math.floor(authTimeMs / 1000)
+    payload.roles = user.roles
+    return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat) }
+  }
+
+  /** Verifies an access token (signature, algorithm, typ, exp/nbf, iss/aud); results are cached by fast-jwt. */
+  verifyAccess (token: string): AccessCheck {
+    let api = this.single
+    if (api === undefined) {
+      api = this.verifiers.get(kidOf(token))
+      if (api === undefined) return { ok: false, expired: false }
+    }
+    try {
+      const payload = api.verify<AccessPayload>(token)
+      if (typeof payload.sub !== 'string' || typeof payload.sid !== 'string') return { ok: false, expired: false }
+      return { ok: true, payload }
+    } catch (err) {
+      return { ok: false, expired: (err as { code?: string }).code === 'FAST_JWT_EXPIRED' }
+    }
+  }
+
+  makeRefresh (p: RefreshParts): string {
+    const body = `${REFRESH_PREFIX}.${Buffer.from(p.userId, 'utf8').toString('base64url')}.${p.sessionId}.${p.refreshId}.${p.expiresAt.toString(36)}`
+    return `${body}.${createHmac('sha256', this.refreshKeys[0].mac).update(body).digest('base64url')}`
+  }
+
+  /** The expiry a refresh token claims, without checking its MAC (a cheap test on the hot path). */
+  peekRefreshExpiry (token: string): number | null {
+    const end = token.lastIndexOf('.')
+    const start = token.lastIndexOf('.', end - 1)
+    if (start < 0 || !token.startsWith(REFRESH_PREFIX + '.')) return null
+    const exp = parseInt(token.slice(start + 1, end), 36)
+    return Number.isFinite(exp) ? exp : null
+  }
+
+  /** Parses a refresh token and checks its MAC in constant time; null when it is not one of ours. */
+  parseRefresh (token: string): (RefreshParts & { keyIndex: number }) | null {
+    if (typeof token !== 'string' || token.length > 4096) return null
+    const parts = token.split('.')
+    if (parts.length !== 6 || parts[0] !== REFRESH_PREFIX) return null
+    const [, user, sessionId, refreshId, exp, mac] = parts
+    if (!b64urlRe.test(user) || !b64urlRe.test(sessionId) || !b64urlRe.test(refreshId) || !/^[0-9a-z]{1,12}$/.test(exp) || !b64urlRe.test(mac)) return null
+    const given = Buffer.from(mac, 'base64url')
+    const body = token.slice(0, token.length - mac.length - 1)
+    for (let i = 0; i < this.refreshKeys.length; i++) {
+      const want = createHmac('sha256', this.refreshKeys[i].mac).update(body).digest()
+      if (given.length === want.length && timingSafeEqual(given, want)) {
+        return { userId: Buffer.from(user, 'base64url').toString('utf8'), sessionId, refreshId, expiresAt: parseInt(exp, 36), keyIndex: i }
+      }
+    }
+    return null
+  }
+
+  /**
+   * The successor of a refresh id, derived under a server key: every refresh of one token inside the grace
+   * window gets the same successor, and nothing raw is stored. Unknowable without the key.
+   */
+  successorId (sessionId: string, refreshId: string, keyIndex = 0): string {
+    return createHmac('sha256', this.refreshKeys[keyIndex].successor).update(`${sessionId}.${refreshId}`).digest('base64url').slice(0, 22)
+  }
+}
+
+function kidOf (token: string): string | undefined {
+  const dot = token.indexOf('.')
+  if (dot <= 0) return undefined
+  try {
+    const header = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8')) as { kid?: unknown }
+    return typeof header.kid === 'string' ? header.kid : undefined
+  } catch {
+    return undefined
+  }
+}

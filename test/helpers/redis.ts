@@ -1,0 +1,128 @@
+// Redis for tests: REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a redis-server of our own
+// on a free port. Each test works under its own key prefix and deletes only its own keys.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import net from 'node:net'
+import { Redis } from 'ioredis'
+
+let resolved: Promise<string> | undefined
+const children: ChildProcess[] = []
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
+
+async function answers (url: string): Promise<boolean> {
+  const c = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 500 })
+  c.on('error', () => {})
+  try {
+    await c.connect()
+    return (await c.ping()) === 'PONG'
+  } catch {
+    return false
+  } finally {
+    c.disconnect()
+  }
+}
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function hasRedisServer (): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
+}
+
+export interface OwnRedis {
+  url: string
+  port: number
+  /** Starts (or restarts) the server on the same port. */
+  start: () => Promise<void>
+  /** Kills the server at once (SIGKILL). */
+  kill: () => Promise<void>
+  /** A client on it, closed with stop(). */
+  client: () => Redis
+  stop: () => Promise<void>
+}
+
+/** A redis-server of the test's own, on a free port, for tests that kill or inspect a whole server. */
+export async function startOwnRedis (): Promise<OwnRedis> {
+  if (!hasRedisServer()) throw new Error('this test needs redis-server on PATH (apt-get install redis-server)')
+  const port = await freePort()
+  const url = `redis://127.0.0.1:${port}`
+  let child: ChildProcess | undefined
+  const clients: Redis[] = []
+  const own: OwnRedis = {
+    url,
+    port,
+    async start () {
+      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      children.push(child)
+      const deadline = Date.now() + 5000
+      while (!await answers(url)) {
+        if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+    },
+    async kill () {
+      const c = child
+      if (c === undefined || c.exitCode !== null) return
+      await new Promise<void>(resolve => { c.once('exit', () => resolve()); c.kill('SIGKILL') })
+    },
+    client () {
+      const c = new Redis(url, { maxRetriesPerRequest: 1 })
+      c.on('error', () => {})
+      clients.push(c)
+      return c
+    },
+    async stop () {
+      for (const c of clients) c.disconnect()
+      await own.kill()
+    }
+  }
+  await own.start()
+  return own
+}
+
+/** The Redis every test shares (see the file header for how it is found). */
+export async function redisUrl (): Promise<string> {
+  resolved ??= (async () => {
+    if (process.env.REDIS_URL !== undefined && process.env.REDIS_URL !== '') return process.env.REDIS_URL
+    const local = 'redis://127.0.0.1:6379'
+    if (await answers(local)) return local
+    if (hasRedisServer()) return (await startOwnRedis()).url
+    throw new Error('tokengate tests need Redis: set REDIS_URL, start redis-server on 127.0.0.1:6379, or install redis-server (apt-get install redis-server)')
+  })()
+  return await resolved
+}
+
+/** A key prefix no other test uses. */
+export function uniquePrefix (name = 't'): string {
+  return `tgtest-${name}-${process.pid}-${randomBytes(4).toString('hex')}`
+}
+
+/** Deletes every key under a prefix. */
+export async function deletePrefix (client: Redis, prefix: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+    cursor = next
+    if (keys.length > 0) await client.del(...keys)
+  } while (cursor !== '0')
+}
+
+/** Every key under a prefix. */
+export async function keysUnder (client: Redis, prefix: string): Promise<string[]> {
+  const out: string[] = []
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+    cursor = next
+    out.push(...keys)
+  } while (cursor !== '0')
+  return out.sort()
+}
