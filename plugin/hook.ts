@@ -113,13 +113,9 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
   }
 
   async function renewFor (request: FastifyRequest, reply: FastifyReply, auth: AuthInfo, refreshToken: string): Promise<void> {
-    let parts
-    try {
-      parts = sessions.checkRefresh(refreshToken, Number.MAX_SAFE_INTEGER)
-    } catch {
-      return // not one of ours: the valid access token still authenticates the request
-    }
-    if (parts === undefined || parts.sessionId !== auth.sessionId || parts.userId !== auth.userId) return
+    // Not one of ours, or another session's: the valid access token still authenticates the request.
+    const parts = sessions.tokens.parseRefresh(refreshToken)
+    if (parts === null || parts.sessionId !== auth.sessionId || parts.userId !== auth.userId) return
     try {
       const renewed = await sessions.renew(parts)
       if (renewed !== null) sendTokens(request, reply, { refreshToken: renewed.refreshToken }, renewed.refreshExpiresIn)

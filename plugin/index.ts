@@ -118,6 +118,6 @@ export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
 export { requireRoles } from './hook.js'
-export { OptionError, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
+export { OptionError, durationMs, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'

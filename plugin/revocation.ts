@@ -11,6 +11,7 @@ export class Revocations {
   private readonly revoked = new Map<string, number>()
   private readonly pending = new Map<string, number>()
   private generation = 0
+  private loading?: Promise<void>
   private timer?: NodeJS.Timeout
   private closed = false
   /** True while the pub/sub feed is subscribed and the revoked set loaded. */
@@ -33,10 +34,12 @@ export class Revocations {
           if (this.up) this.log.warn('tokengate: revocation feed down; checking revocations in the store per request')
           this.up = false
         } else {
-          this.load(this.generation).catch(() => {})
+          this.loading = this.load(this.generation)
         }
       }
     })
+    // Count the feed as up before the app is ready when Redis answers now.
+    await this.loading
   }
 
   private async load (generation: number): Promise<void> {

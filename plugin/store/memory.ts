@@ -69,7 +69,7 @@ export class MemoryStore implements SessionStore {
   }
 
   private inGrace (e: Entry, presented: string, successor: string, now: number, graceMs: number): boolean {
-    return e.prevHash === presented && e.prevAt !== undefined && now - e.prevAt <= graceMs && e.refreshHash === successor
+    return e.prevHash === presented && e.prevAt !== undefined && now - e.prevAt < graceMs && e.refreshHash === successor
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
@@ -97,7 +97,7 @@ export class MemoryStore implements SessionStore {
     let grace = false
     if (e.refreshHash === i.presentedHash) {
       this.advance(e, i.presentedHash, i.successorHash, i)
-    } else if (this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) {
+    } else if (this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs) && e.refreshExpiresAt > i.now) {
       grace = true
     } else {
       return { status: 'stale' }

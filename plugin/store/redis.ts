@@ -199,15 +199,14 @@ export class RedisStore implements SessionStore {
         handlers.onState(false)
       }
     }
-    sub.on('ready', () => { up().catch(() => {}) })
     sub.on('close', () => handlers.onState(false))
-    if (sub.status === 'ready') await up()
-    else {
-      await new Promise<void>(resolve => {
-        const t = setTimeout(resolve, this.timeoutMs)
-        sub.once('ready', () => { clearTimeout(t); setImmediate(resolve) })
-      })
-    }
+    // Resolves once subscribed (or after timeoutMs; the feed then comes up when Redis does).
+    await new Promise<void>(resolve => {
+      const t = setTimeout(resolve, this.timeoutMs)
+      const ready = (): void => { up().finally(() => { clearTimeout(t); resolve() }).catch(() => {}) }
+      sub.on('ready', ready)
+      if (sub.status === 'ready') ready()
+    })
   }
 
   async ping (): Promise<boolean> {

@@ -14,7 +14,7 @@ if f[1] == ARGV[1] then
     redis.call('PEXPIREAT', KEYS[1], int(expires_at))
     touch_index(KEYS[2], now, ARGV[9], expires_at)
   end
-elseif ARGV[7] == '1' and f[2] == ARGV[1] and now - tonumber(f[3]) <= tonumber(ARGV[8]) and f[1] == ARGV[2] then
+elseif ARGV[7] == '1' and f[2] == ARGV[1] and now - tonumber(f[3]) < tonumber(ARGV[8]) and f[1] == ARGV[2] then
   grace = 1
 else
   -- A live session's refresh id that is neither current nor previous-in-grace: reuse. Kill the session.
