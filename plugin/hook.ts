@@ -145,6 +145,7 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     const authz = headers.authorization
     if (typeof authz === 'string' && authz.length > 7 && (authz.startsWith('Bearer ') || authz.slice(0, 7).toLowerCase() === 'bearer ')) {
       access = authz.slice(7).trim()
+      if (access === '') access = undefined
     }
     const rh = headers[REFRESH_HEADER]
     if (typeof rh === 'string' && rh.length > 0) refresh = rh

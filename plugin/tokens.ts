@@ -69,7 +69,8 @@ export class Tokens {
   static async create (app: FastifyInstance, opts: ResolvedOptions): Promise<Tokens> {
     const verify = {
       checkTyp: 'at+jwt',
-      requiredClaims: ['sub', 'sid', 'exp', 'iat'],
+      // fast-jwt skips iss/aud checks for a token without them: require them when they are configured.
+      requiredClaims: ['sub', 'sid', 'exp', 'iat', ...(opts.issuer !== undefined ? ['iss'] : []), ...(opts.audience !== undefined ? ['aud'] : [])],
       clockTolerance: opts.clockToleranceMs,
       cache: true,
       cacheTTL: 600_000,

@@ -1,0 +1,393 @@
+// The origin's five steps (DESIGN.md "The scenario it automates"), with the origin defaults:
+// access token 10 minutes, refresh token 1 day, HS256.
+import { createHash } from 'node:crypto'
+import t from 'tap'
+import type { LightMyRequestResponse } from 'fastify'
+import type { Redis } from 'ioredis'
+import { buildApp, login, sleep, type TestApp } from '../helpers/app.js'
+import { keysUnder } from '../helpers/redis.js'
+import { b64json, craftAccessToken } from '../helpers/tokens.js'
+
+const ACCESS_TTL_MS = 600_000
+const REFRESH_TTL_MS = 86_400_000
+
+interface RefreshParts { userId: string, sessionId: string, refreshId: string, expiresAt: number }
+
+/** Splits a refresh token `tgr1.<b64url userId>.<sessionId>.<refreshId>.<expiry base36>.<mac>`. */
+function refreshParts (token: string): RefreshParts {
+  const p = token.split('.')
+  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
+  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], expiresAt: parseInt(p[4], 36) }
+}
+
+/** What the store keeps for a refresh id: 128 bits of its SHA-256, base64url. */
+const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)
+
+const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
+const indexKey = (prefix: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:sessions`
+
+/** An expired access token for a real session (what a client holds after 10 minutes). */
+const expiredAccess = (sessionId: string, sub = 'u-alice', roles = ['user']): string =>
+  craftAccessToken({ sub, sid: sessionId, roles, name: 'Alice' }, { expiresInSec: -30 })
+
+const payloadOf = (jwt: string): Record<string, unknown> => b64json(jwt.split('.')[1])
+
+async function me (app: TestApp['app'], headers: Record<string, string>, url = '/me'): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'GET', url, headers })
+}
+
+async function field (redis: Redis, key: string, name: string): Promise<string | null> {
+  return await redis.hget(key, name)
+}
+
+t.test('1) login issues both tokens (origin defaults: 10 min access, 1 day refresh)', async t => {
+  const { app } = await buildApp(t)
+  const before = Date.now()
+  const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: 'wonderland' } })
+  t.equal(res.statusCode, 200, res.body)
+  t.equal(res.headers['cache-control'], 'no-store')
+  const body = res.json()
+  t.same(Object.keys(body).sort(), ['accessToken', 'expiresIn', 'refreshExpiresIn', 'refreshToken', 'sessionId', 'tokenType'])
+  t.equal(body.tokenType, 'Bearer')
+  t.equal(body.expiresIn, 600)
+  t.equal(body.refreshExpiresIn, 86400)
+  t.type(body.sessionId, 'string')
+  t.ok(body.sessionId.length > 0)
+
+  // The access token: a JWT at+jwt, HS256, for alice's new session, living 10 minutes.
+  const [h, p, s] = body.accessToken.split('.')
+  t.ok(s !== undefined && s.length > 0, 'three parts')
+  t.match(b64json(h), { alg: 'HS256', typ: 'at+jwt' })
+  const claims = b64json(p)
+  t.match(claims, { sub: 'u-alice', sid: body.sessionId, roles: ['user'], name: 'Alice' })
+  t.equal((claims.exp as number) - (claims.iat as number), 600)
+
+  // The refresh token names the same user and session and expires in a day.
+  const r = refreshParts(body.refreshToken)
+  t.equal(r.userId, 'u-alice')
+  t.equal(r.sessionId, body.sessionId)
+  t.ok(r.expiresAt >= before + REFRESH_TTL_MS && r.expiresAt <= Date.now() + REFRESH_TTL_MS, 'refresh expiry is login + 1 day')
+  t.not(body.refreshToken, body.accessToken)
+
+  // The access token works.
+  const ok = await me(app, { authorization: `Bearer ${body.accessToken}` })
+  t.equal(ok.statusCode, 200, ok.body)
+  t.same(ok.json(), { userId: 'u-alice', sessionId: body.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+})
+
+t.test('2) the refresh token\'s record is stored in Redis', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const key = recordKey(prefix, pair.sessionId)
+  t.equal(await redis.exists(key), 1, 'session hash exists')
+  t.equal(await redis.type(key), 'hash')
+  const rec = await redis.hgetall(key)
+  t.equal(rec.h, hashOf(pair.refreshToken), 'h is the hash of the refresh id')
+  t.equal(rec.h.length, 22)
+  t.notOk(pair.refreshToken.includes(rec.h), 'the store does not keep the token itself')
+  for (const v of Object.values(rec)) t.notOk(v.includes(refreshParts(pair.refreshToken).refreshId), 'no raw refresh id stored')
+  const re = Number(rec.re)
+  t.equal(re, refreshParts(pair.refreshToken).expiresAt, 're = the refresh token\'s expiry')
+  t.ok(Number(rec.st) <= re - REFRESH_TTL_MS + 5 && Number(rec.st) >= re - REFRESH_TTL_MS - 5, 'st = session start')
+  t.equal(rec.ro, JSON.stringify(['user']))
+  t.same(JSON.parse(rec.cl), { name: 'Alice' })
+  // Native expiry: refresh expiry + access TTL (clock tolerance 0).
+  t.equal(Number(await redis.pexpiretime(key)), re + ACCESS_TTL_MS)
+  // The user's index lists the session, scored by the record's expiry.
+  t.equal(Number(await redis.zscore(indexKey(prefix), pair.sessionId)), re + ACCESS_TTL_MS)
+  t.equal(Number(await redis.pexpiretime(indexKey(prefix))), re + ACCESS_TTL_MS)
+  t.same(await keysUnder(redis, prefix), [indexKey(prefix), key].sort(), 'nothing else stored')
+})
+
+t.test('3) the client sends both tokens: 200, no new tokens', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const before = await redis.hgetall(recordKey(prefix, pair.sessionId))
+  const res = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+  t.equal(res.headers['x-access-token'], undefined)
+  t.equal(res.headers['x-refresh-token'], undefined)
+  t.equal(res.headers['set-cookie'], undefined)
+  t.notOk(res.body.includes(pair.accessToken) || res.body.includes(pair.refreshToken), 'no token echoed')
+  t.same(await redis.hgetall(recordKey(prefix, pair.sessionId)), before, 'the record is untouched')
+})
+
+t.test('4.1) access expired, refresh valid: proceeds as the same user and session with new tokens', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const key = recordKey(prefix, pair.sessionId)
+  const hBefore = await field(redis, key, 'h')
+  const expired = expiredAccess(pair.sessionId)
+
+  // The expired access token alone is told apart from an invalid one.
+  const alone = await me(app, { authorization: `Bearer ${expired}` })
+  t.equal(alone.statusCode, 401)
+  t.equal(alone.json().code, 'TOKENGATE_TOKEN_EXPIRED')
+
+  const res = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+  t.equal(res.headers['cache-control'], 'no-store')
+  const newAccess = res.headers['x-access-token']
+  const newRefresh = res.headers['x-refresh-token']
+  t.type(newAccess, 'string')
+  t.type(newRefresh, 'string')
+  if (typeof newAccess !== 'string' || typeof newRefresh !== 'string') return
+  t.notOk(res.body.includes(newAccess) || res.body.includes(newRefresh), 'tokens travel in headers, not the body')
+
+  // The new access token: same user and session, 10 minutes, and it works.
+  const claims = payloadOf(newAccess)
+  t.match(claims, { sub: 'u-alice', sid: pair.sessionId, roles: ['user'], name: 'Alice' })
+  t.equal((claims.exp as number) - (claims.iat as number), 600)
+  const again = await me(app, { authorization: `Bearer ${newAccess}` })
+  t.equal(again.statusCode, 200, again.body)
+  t.same(again.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+
+  // The rotated refresh token: same session, a new id; Redis moved h on and kept the old one as p.
+  t.not(newRefresh, pair.refreshToken)
+  const np = refreshParts(newRefresh)
+  t.equal(np.sessionId, pair.sessionId)
+  t.equal(np.userId, 'u-alice')
+  t.not(np.refreshId, refreshParts(pair.refreshToken).refreshId)
+  const rec = await redis.hgetall(key)
+  t.not(rec.h, hBefore, 'h changed')
+  t.equal(rec.h, hashOf(newRefresh))
+  t.equal(rec.p, hBefore, 'p holds the previous hash')
+  t.ok(Math.abs(Number(rec.pt) - Date.now()) < 5000, 'pt is the rotation time')
+  t.equal(Number(rec.re), np.expiresAt)
+  t.equal(Number(await redis.pexpiretime(key)), np.expiresAt + ACCESS_TTL_MS)
+
+  // The old refresh token now only works inside the grace window: it yields the same successor.
+  const grace = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(grace.statusCode, 200, grace.body)
+  t.equal(grace.json().refreshToken, newRefresh, 'same successor inside the grace window')
+  t.equal(await field(redis, key, 'h'), hashOf(newRefresh), 'no second rotation')
+
+  // The successor itself refreshes normally.
+  const next = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: newRefresh } })
+  t.equal(next.statusCode, 200, next.body)
+  t.not(next.json().refreshToken, newRefresh)
+  t.equal(await field(redis, key, 'h'), hashOf(next.json().refreshToken))
+})
+
+t.test('4.1) the old refresh token outside a (short) grace window is reuse', async t => {
+  const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 200 })
+  const pair = await login(app)
+  const res = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 200, res.body)
+  t.type(res.headers['x-refresh-token'], 'string')
+  await sleep(400)
+  const late = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(late.statusCode, 401, late.body)
+  t.equal(late.json().code, 'TOKENGATE_REFRESH_REUSED')
+  t.equal(await redis.exists(recordKey(prefix, pair.sessionId)), 0, 'session revoked')
+})
+
+t.test('4.1 failure) expired access + invalid refresh: 401 TOKENGATE_REFRESH_INVALID, anonymous routes proceed', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const key = recordKey(prefix, pair.sessionId)
+  const before = await redis.hgetall(key)
+  const expired = expiredAccess(pair.sessionId)
+  // A tampered MAC, a garbage string, and an access token offered as a refresh token.
+  // (The MAC's first character is flipped: its last one partly holds padding bits a decoder may ignore.)
+  const macAt = pair.refreshToken.lastIndexOf('.') + 1
+  const flipped = pair.refreshToken[macAt] === 'A' ? 'B' : 'A'
+  const tampered = pair.refreshToken.slice(0, macAt) + flipped + pair.refreshToken.slice(macAt + 1)
+  const invalids = [tampered, 'not-a-refresh-token', pair.accessToken]
+  for (const bad of invalids) {
+    const res = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': bad })
+    t.equal(res.statusCode, 401, res.body)
+    t.equal(res.json().code, 'TOKENGATE_REFRESH_INVALID')
+    t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
+    t.equal(res.headers['x-access-token'], undefined)
+    t.equal(res.headers['x-refresh-token'], undefined)
+    const anon = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': bad }, '/anon')
+    t.equal(anon.statusCode, 200, anon.body)
+    t.same(anon.json(), { userId: null })
+    t.equal(anon.headers['x-access-token'], undefined)
+  }
+  t.same(await redis.hgetall(key), before, 'the session is untouched')
+})
+
+t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXPIRED', async t => {
+  const { app, redis, prefix } = await buildApp(t, { refreshTokenTtl: '1s' })
+  const pair = await login(app)
+  t.equal(pair.refreshExpiresIn, 1)
+  const key = recordKey(prefix, pair.sessionId)
+  await sleep(1200)
+  const before = await redis.hgetall(key)
+  t.ok(before.h !== undefined, 'record still there (it lives refresh expiry + access TTL)')
+  const expired = expiredAccess(pair.sessionId)
+  const res = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 401, res.body)
+  t.equal(res.json().code, 'TOKENGATE_REFRESH_EXPIRED')
+  t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
+  t.equal(res.headers['x-access-token'], undefined)
+  t.equal(res.headers['x-refresh-token'], undefined)
+  const anon = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': pair.refreshToken }, '/anon')
+  t.equal(anon.statusCode, 200, anon.body)
+  t.same(anon.json(), { userId: null })
+  const direct = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(direct.statusCode, 401)
+  t.equal(direct.json().code, 'TOKENGATE_REFRESH_EXPIRED')
+  t.same(await redis.hgetall(key), before, 'no renewal while the access token is expired')
+})
+
+t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUSED, session gone', async t => {
+  const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
+  const pair = await login(app)
+  const key = recordKey(prefix, pair.sessionId)
+  const rotated = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(rotated.statusCode, 200, rotated.body)
+  const successor = rotated.json().refreshToken as string
+  t.equal(await field(redis, key, 'h'), hashOf(successor))
+  await sleep(10)
+
+  const res = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 401, res.body)
+  t.equal(res.json().code, 'TOKENGATE_REFRESH_REUSED')
+  t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
+  t.equal(res.headers['x-access-token'], undefined)
+  t.equal(await redis.exists(key), 0, 'session record deleted')
+  t.equal(await redis.zscore(indexKey(prefix), pair.sessionId), null, 'dropped from the index')
+  t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'listed as revoked')
+  // Every token of the session is dead: the successor and the (still unexpired) access token.
+  const succ = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: successor } })
+  t.equal(succ.statusCode, 401)
+  t.equal(succ.json().code, 'TOKENGATE_REFRESH_INVALID')
+  const acc = await me(app, { authorization: `Bearer ${rotated.json().accessToken as string}` })
+  t.equal(acc.statusCode, 401)
+  t.equal(acc.json().code, 'TOKENGATE_TOKEN_REVOKED')
+
+  // On an anonymous route the reuse is detected too, and the request proceeds anonymously.
+  const p2 = await login(app)
+  const key2 = recordKey(prefix, p2.sessionId)
+  const r2 = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: p2.refreshToken } })
+  t.equal(r2.statusCode, 200, r2.body)
+  await sleep(10)
+  const anon = await me(app, { authorization: `Bearer ${expiredAccess(p2.sessionId)}`, 'x-refresh-token': p2.refreshToken }, '/anon')
+  t.equal(anon.statusCode, 200, anon.body)
+  t.same(anon.json(), { userId: null })
+  t.equal(anon.headers['x-access-token'], undefined)
+  t.equal(await redis.exists(key2), 0, 'second session revoked by the reuse')
+  t.same(await keysUnder(redis, prefix), [`${prefix}:revoked`], 'only the revocation list is left')
+})
+
+t.test('4.2) access valid, refresh expired: a new refresh token is issued', async t => {
+  const { app, redis, prefix } = await buildApp(t, { accessTokenTtl: '30s', refreshTokenTtl: '1s' })
+  const pair = await login(app)
+  t.equal(pair.expiresIn, 30)
+  t.equal(pair.refreshExpiresIn, 1)
+  const key = recordKey(prefix, pair.sessionId)
+  await sleep(1200)
+  const hBefore = await field(redis, key, 'h')
+  t.equal(hBefore, hashOf(pair.refreshToken))
+
+  const res = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+  t.equal(res.headers['cache-control'], 'no-store')
+  t.equal(res.headers['x-access-token'], undefined, 'the access token is still valid: none issued')
+  const renewed = res.headers['x-refresh-token']
+  t.type(renewed, 'string')
+  if (typeof renewed !== 'string') return
+  t.not(renewed, pair.refreshToken)
+  const rp = refreshParts(renewed)
+  t.equal(rp.sessionId, pair.sessionId)
+  t.ok(rp.expiresAt > Date.now(), 'the renewed token is not expired')
+  const rec = await redis.hgetall(key)
+  t.equal(rec.h, hashOf(renewed), 'Redis holds the renewed id')
+  t.equal(rec.p, hBefore)
+  t.equal(Number(rec.re), rp.expiresAt)
+  t.equal(Number(await redis.pexpiretime(key)), rp.expiresAt + 30_000)
+
+  // The renewed token works with POST /auth/refresh (before it expires in turn).
+  const r = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: renewed } })
+  t.equal(r.statusCode, 200, r.body)
+  t.equal(r.json().sessionId, pair.sessionId)
+  t.equal(await field(redis, key, 'h'), hashOf(r.json().refreshToken))
+  // The expired one stays expired.
+  const old = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(old.statusCode, 401)
+  t.equal(old.json().code, 'TOKENGATE_REFRESH_EXPIRED')
+})
+
+t.test('5) logout makes both tokens unusable at once', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const other = await login(app, 'bob')
+  const key = recordKey(prefix, pair.sessionId)
+  t.equal(await redis.exists(key), 1)
+
+  const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${pair.accessToken}` } })
+  t.equal(out.statusCode, 204, out.body)
+  t.equal(out.body, '')
+
+  const acc = await me(app, { authorization: `Bearer ${pair.accessToken}` })
+  t.equal(acc.statusCode, 401, acc.body)
+  t.equal(acc.json().code, 'TOKENGATE_TOKEN_REVOKED')
+  t.equal(acc.headers['www-authenticate'], 'Bearer error="invalid_token"')
+
+  const ref = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(ref.statusCode, 401, ref.body)
+  t.equal(ref.json().code, 'TOKENGATE_REFRESH_INVALID')
+
+  // Both together through the hook: still refused, nothing issued.
+  const both = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(both.statusCode, 401)
+  t.equal(both.json().code, 'TOKENGATE_TOKEN_REVOKED')
+  t.equal(both.headers['x-access-token'], undefined)
+  t.equal(both.headers['x-refresh-token'], undefined)
+  // And with an expired access token the refresh token alone cannot bring the session back.
+  const viaHook = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
+  t.equal(viaHook.statusCode, 401)
+  t.equal(viaHook.json().code, 'TOKENGATE_REFRESH_INVALID')
+  t.equal(viaHook.headers['x-access-token'], undefined)
+
+  t.equal(await redis.exists(key), 0, 'session record gone')
+  t.equal(await redis.exists(indexKey(prefix)), 0, 'alice\'s index gone (it had one session)')
+  const score = Number(await redis.zscore(`${prefix}:revoked`, pair.sessionId))
+  t.ok(score > Date.now() + ACCESS_TTL_MS - 10_000 && score <= Date.now() + ACCESS_TTL_MS, 'revoked for the access TTL')
+  // Bob is not affected.
+  const bob = await me(app, { authorization: `Bearer ${other.accessToken}` })
+  t.equal(bob.statusCode, 200, bob.body)
+  t.equal(await redis.exists(recordKey(prefix, other.sessionId, 'u-bob')), 1)
+})
+
+t.test('no tokens: 401 TOKENGATE_TOKEN_MISSING with WWW-Authenticate: Bearer', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const res = await me(app, {})
+  t.equal(res.statusCode, 401, res.body)
+  t.equal(res.json().code, 'TOKENGATE_TOKEN_MISSING')
+  t.equal(res.headers['www-authenticate'], 'Bearer')
+  t.match(res.json(), { statusCode: 401, error: 'Unauthorized' })
+  const anon = await me(app, {}, '/anon')
+  t.equal(anon.statusCode, 200)
+  t.same(anon.json(), { userId: null })
+  t.same(await keysUnder(redis, prefix), [], 'nothing stored')
+})
+
+t.test('missing access token + valid refresh token: handled as expired (refreshed)', async t => {
+  const { app, redis, prefix } = await buildApp(t)
+  const pair = await login(app)
+  const key = recordKey(prefix, pair.sessionId)
+  const hBefore = await field(redis, key, 'h')
+  const res = await me(app, { 'x-refresh-token': pair.refreshToken })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
+  t.equal(res.headers['cache-control'], 'no-store')
+  const newAccess = res.headers['x-access-token']
+  const newRefresh = res.headers['x-refresh-token']
+  t.type(newAccess, 'string')
+  t.type(newRefresh, 'string')
+  if (typeof newAccess !== 'string' || typeof newRefresh !== 'string') return
+  t.match(payloadOf(newAccess), { sub: 'u-alice', sid: pair.sessionId })
+  const again = await me(app, { authorization: `Bearer ${newAccess}` })
+  t.equal(again.statusCode, 200, again.body)
+  const rec = await redis.hgetall(key)
+  t.not(rec.h, hBefore)
+  t.equal(rec.h, hashOf(newRefresh))
+  t.equal(rec.p, hBefore)
+})
