@@ -1,21 +1,22 @@
-// Every error tokengate answers with, in one table. Messages never carry a token or a secret.
+// Every error tokengate answers with, in one table. Messages never carry a token or a secret; no stack
+// traces are captured (they are expected outcomes, and cheaper without).
 import createError, { type FastifyError } from '@fastify/error'
 
-export const TokenMissingError = createError('TOKENGATE_TOKEN_MISSING', 'Authentication required: no access token was presented', 401)
-export const TokenInvalidError = createError('TOKENGATE_TOKEN_INVALID', 'The access token is invalid', 401)
-export const TokenExpiredError = createError('TOKENGATE_TOKEN_EXPIRED', 'The access token has expired', 401)
-export const TokenRevokedError = createError('TOKENGATE_TOKEN_REVOKED', 'The access token has been revoked', 401)
-export const RefreshInvalidError = createError('TOKENGATE_REFRESH_INVALID', 'The refresh token is invalid', 401)
-export const RefreshExpiredError = createError('TOKENGATE_REFRESH_EXPIRED', 'The refresh token has expired', 401)
-export const RefreshReusedError = createError('TOKENGATE_REFRESH_REUSED', 'The refresh token was already used; the session has been revoked', 401)
-export const BadCredentialsError = createError('TOKENGATE_BAD_CREDENTIALS', 'Invalid credentials', 401)
-export const ForbiddenError = createError('TOKENGATE_FORBIDDEN', 'Insufficient role for this resource', 403)
-export const CsrfError = createError('TOKENGATE_CSRF', 'Missing or mismatched x-csrf-token header for a cookie-authenticated request', 403)
-export const SessionNotFoundError = createError('TOKENGATE_SESSION_NOT_FOUND', 'Session not found', 404)
-export const RateLimitedError = createError('TOKENGATE_RATE_LIMITED', 'Too many requests, retry later', 429)
-export const StoreUnavailableError = createError('TOKENGATE_STORE_UNAVAILABLE', 'The session store is unavailable', 503)
-export const UpstreamUnavailableError = createError('TOKENGATE_UPSTREAM_UNAVAILABLE', 'The upstream service is unavailable', 502)
-export const UpstreamTimeoutError = createError('TOKENGATE_UPSTREAM_TIMEOUT', 'The upstream service did not answer in time', 504)
+export const TokenMissingError = createError('TOKENGATE_TOKEN_MISSING', 'Authentication required: no access token was presented', 401, Error, false)
+export const TokenInvalidError = createError('TOKENGATE_TOKEN_INVALID', 'The access token is invalid', 401, Error, false)
+export const TokenExpiredError = createError('TOKENGATE_TOKEN_EXPIRED', 'The access token has expired', 401, Error, false)
+export const TokenRevokedError = createError('TOKENGATE_TOKEN_REVOKED', 'The access token has been revoked', 401, Error, false)
+export const RefreshInvalidError = createError('TOKENGATE_REFRESH_INVALID', 'The refresh token is invalid', 401, Error, false)
+export const RefreshExpiredError = createError('TOKENGATE_REFRESH_EXPIRED', 'The refresh token has expired', 401, Error, false)
+export const RefreshReusedError = createError('TOKENGATE_REFRESH_REUSED', 'The refresh token was already used; the session has been revoked', 401, Error, false)
+export const BadCredentialsError = createError('TOKENGATE_BAD_CREDENTIALS', 'Invalid credentials', 401, Error, false)
+export const ForbiddenError = createError('TOKENGATE_FORBIDDEN', 'Insufficient role for this resource', 403, Error, false)
+export const CsrfError = createError('TOKENGATE_CSRF', 'Missing or mismatched x-csrf-token header for a cookie-authenticated request', 403, Error, false)
+export const SessionNotFoundError = createError('TOKENGATE_SESSION_NOT_FOUND', 'Session not found', 404, Error, false)
+export const RateLimitedError = createError('TOKENGATE_RATE_LIMITED', 'Too many requests, retry later', 429, Error, false)
+export const StoreUnavailableError = createError('TOKENGATE_STORE_UNAVAILABLE', 'The session store is unavailable', 503, Error, false)
+export const UpstreamUnavailableError = createError('TOKENGATE_UPSTREAM_UNAVAILABLE', 'The upstream service is unavailable', 502, Error, false)
+export const UpstreamTimeoutError = createError('TOKENGATE_UPSTREAM_TIMEOUT', 'The upstream service did not answer in time', 504, Error, false)
 
 export type TokengateError = FastifyError & { code: string, statusCode: number }
 

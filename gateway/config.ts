@@ -1,0 +1,187 @@
+// The gateway's config: a TypeBox schema, ${VAR} from the environment, file loading. Any problem is
+// one ConfigError naming the field.
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { ValueErrorType } from '@sinclair/typebox/errors'
+
+const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
+const Duration = (def?: string | number) => Type.Union([Type.String({ pattern: DURATION }), Type.Number({ minimum: 0 })], def === undefined ? {} : { default: def })
+const HttpUrl = Type.String({ pattern: '^https?://[^\\s/]+(/\\S*)?$' })
+const Prefix = Type.String({ pattern: '^/[^\\s?#]*$' })
+
+const KeyConfig = Type.Object({
+  kid: Type.String({ minLength: 1 }),
+  algorithm: Type.Union([Type.Literal('EdDSA'), Type.Literal('ES256'), Type.Literal('RS256')]),
+  privateKey: Type.Optional(Type.String({ minLength: 1 })),
+  publicKey: Type.Optional(Type.String({ minLength: 1 })),
+  privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+  publicKeyFile: Type.Optional(Type.String({ minLength: 1 }))
+}, { additionalProperties: false })
+
+const Tokens = Type.Object({
+  secret: Type.Optional(Type.String()),
+  keys: Type.Optional(Type.Array(KeyConfig, { minItems: 1 })),
+  keyPrefix: Type.Optional(Type.String({ minLength: 1 })),
+  accessTokenTtl: Type.Optional(Duration()),
+  refreshTokenTtl: Type.Optional(Duration()),
+  issuer: Type.Optional(Type.String({ minLength: 1 })),
+  audience: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }))])),
+  clockTolerance: Type.Optional(Duration()),
+  transport: Type.Optional(Type.Array(Type.Union([Type.Literal('header'), Type.Literal('cookie')]), { minItems: 1 })),
+  rotateRefreshTokens: Type.Optional(Type.Boolean()),
+  reuseGraceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+  renewExpiredRefresh: Type.Optional(Type.Boolean()),
+  maxSessionAge: Type.Optional(Duration()),
+  cookie: Type.Optional(Type.Object({ domain: Type.Optional(Type.String()), secure: Type.Optional(Type.Boolean()) }, { additionalProperties: false }))
+}, { additionalProperties: false })
+
+const Route = Type.Object({
+  prefix: Prefix,
+  upstream: HttpUrl,
+  auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required' }),
+  roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  timeout: Duration('30s'),
+  rewritePrefix: Type.Optional(Type.String()),
+  forwardToken: Type.Boolean({ default: false }),
+  websocket: Type.Boolean({ default: false })
+}, { additionalProperties: false })
+
+const Limit = (max: number, window: string) => Type.Object({
+  max: Type.Integer({ minimum: 1, default: max }),
+  window: Duration(window)
+}, { additionalProperties: false, default: {} })
+
+export const ConfigSchema = Type.Object({
+  listen: Type.Object({
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 })
+  }, { additionalProperties: false, default: {} }),
+  redis: Type.Optional(Type.Object({
+    url: Type.String({ pattern: '^rediss?://\\S+$' })
+  }, { additionalProperties: false })),
+  tokens: Tokens,
+  login: Type.Object({
+    upstream: Type.Optional(HttpUrl),
+    usersFile: Type.Optional(Type.String({ minLength: 1 })),
+    timeout: Duration('5s')
+  }, { additionalProperties: false }),
+  routes: Type.Array(Route, { default: [] }),
+  rateLimit: Type.Object({
+    failedLogins: Limit(10, '15m'),
+    requests: Limit(100, '1m')
+  }, { additionalProperties: false, default: {} }),
+  trustProxy: Type.Boolean({ default: false }),
+  logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' })
+}, { additionalProperties: false })
+
+export type GatewayConfig = Static<typeof ConfigSchema>
+export type RouteConfig = Static<typeof Route>
+
+export class ConfigError extends Error {
+  constructor (readonly field: string, problem: string) {
+    super(`config: ${field} ${problem}`)
+    this.name = 'ConfigError'
+  }
+}
+
+const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+/** Replaces ${VAR} (and ${VAR:-default}) in every string of the config; a missing variable names its field. */
+export function expandEnv (value: unknown, env: NodeJS.ProcessEnv, field = ''): unknown {
+  if (typeof value === 'string') {
+    return value.replace(VAR_RE, (_m, name: string, fallback: string | undefined) => {
+      const v = env[name]
+      if (v !== undefined && v !== '') return v
+      if (fallback !== undefined) return fallback
+      throw new ConfigError(field || '(root)', `uses \${${name}}, but the environment variable ${name} is not set`)
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${field}[${i}]`))
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = expandEnv(v, env, field === '' ? k : `${field}.${k}`)
+    return out
+  }
+  return value
+}
+
+function fieldOf (pointer: string): string {
+  return pointer.replace(/^\//, '').split('/').map((p, i) => /^\d+$/.test(p) ? `[${p}]` : (i === 0 ? p : `.${p}`)).join('') || '(root)'
+}
+
+/**
+ * Validates a config object (after ${VAR} expansion), fills defaults, resolves file paths against
+ * `baseDir` and reads key files. Throws ConfigError naming the field.
+ */
+export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, baseDir?: string } = {}): GatewayConfig & { baseDir: string } {
+  const env = opts.env ?? process.env
+  const baseDir = opts.baseDir ?? process.cwd()
+  const expanded = expandEnv(input, env)
+  const withDefaults = Value.Default(ConfigSchema, Value.Clone(expanded))
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)]
+  // An unknown field is named by its own name; otherwise the first problem, with the value given.
+  const unknown = errors.find(e => e.type === ValueErrorType.ObjectAdditionalProperties)
+  if (unknown !== undefined) throw new ConfigError(fieldOf(unknown.path), 'is not a known field')
+  const first = errors[0]
+  if (first !== undefined) {
+    // Echo the bad value, except where it may be a secret (a secret, a key, a URL with a password).
+    const sensitive = /secret|key|url|password|upstream/i.test(first.path)
+    const got = !sensitive && first.value !== undefined && typeof first.value !== 'object' ? ` (got ${JSON.stringify(first.value)})` : ''
+    const choices = (first.schema as { anyOf?: Array<{ const?: unknown }> }).anyOf?.map(s => s.const)
+    const message = choices !== undefined && choices.every(c => typeof c === 'string')
+      ? `must be one of ${choices.join(', ')}`
+      : first.message.replace(/^Expected union value$/, 'has the wrong type or format')
+    throw new ConfigError(fieldOf(first.path), `is invalid: ${message}${got}`)
+  }
+  const config = withDefaults as GatewayConfig
+
+  if ((config.login.upstream === undefined) === (config.login.usersFile === undefined)) {
+    throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile"')
+  }
+  if (config.login.usersFile !== undefined) config.login.usersFile = path.resolve(baseDir, config.login.usersFile)
+  if (config.tokens.secret === undefined && config.tokens.keys === undefined) throw new ConfigError('tokens.secret', 'is required (or tokens.keys)')
+  for (const [i, k] of (config.tokens.keys ?? []).entries()) {
+    for (const which of ['privateKey', 'publicKey'] as const) {
+      const file = k[`${which}File`]
+      if (file !== undefined) {
+        if (k[which] !== undefined) throw new ConfigError(`tokens.keys[${i}].${which}File`, `cannot be set with ${which}`)
+        try {
+          k[which] = readFileSync(path.resolve(baseDir, file), 'utf8')
+        } catch {
+          throw new ConfigError(`tokens.keys[${i}].${which}File`, `cannot be read: ${path.resolve(baseDir, file)}`)
+        }
+        delete k[`${which}File`]
+      }
+    }
+    if (k.publicKey === undefined) throw new ConfigError(`tokens.keys[${i}].publicKey`, 'is required')
+  }
+  const prefixes = new Set<string>()
+  for (const [i, r] of config.routes.entries()) {
+    if (r.prefix === '/auth' || r.prefix.startsWith('/auth/')) throw new ConfigError(`routes[${i}].prefix`, 'cannot be under /auth (the gateway serves its own routes there)')
+    if (prefixes.has(r.prefix)) throw new ConfigError(`routes[${i}].prefix`, `repeats ${r.prefix}`)
+    prefixes.add(r.prefix)
+    if (r.roles !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].roles`, 'needs auth: "required"')
+  }
+  // Not a config field: kept off the enumerable keys so a parsed config can be parsed again.
+  return Object.defineProperty(config, 'baseDir', { value: baseDir, enumerable: false }) as GatewayConfig & { baseDir: string }
+}
+
+/** Reads and parses a JSON config file; paths inside it are relative to the file. */
+export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig & { baseDir: string } {
+  const full = path.resolve(file)
+  let text: string
+  try {
+    text = readFileSync(full, 'utf8')
+  } catch {
+    throw new ConfigError('(file)', `cannot be read: ${full}`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError('(file)', `is not valid JSON: ${(err as Error).message}`)
+  }
+  return parseConfig(json, { env, baseDir: path.dirname(full) })
+}

@@ -1,0 +1,79 @@
+// `npm start`: the gateway from gateway.config.json in front of a small bundled demo upstream, with a
+// demo user, and the curl steps to try it. `--upstream-only [--port N] [--host H] [--name NAME]` runs just
+// the demo upstream (docker-compose uses it for its example services).
+import { randomBytes } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { startGateway } from './server.js'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.basename(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) === 'dist' ? '../..' : '..')
+
+/** An upstream that answers with what it received: the path and the identity headers the gateway sent. */
+export function demoUpstream (name: string): FastifyInstance {
+  const app = Fastify({ logger: false })
+  app.all('/*', async (request) => ({
+    service: name,
+    method: request.method,
+    path: request.url,
+    user: request.headers['x-user-id'] ?? null,
+    roles: request.headers['x-user-roles'] ?? null,
+    session: request.headers['x-session-id'] ?? null,
+    requestId: request.headers['x-request-id'] ?? null,
+    sawAuthorization: request.headers.authorization !== undefined
+  }))
+  return app
+}
+
+function arg (args: string[], name: string, fallback: string): string {
+  const at = args.indexOf(name)
+  return at >= 0 && args[at + 1] !== undefined ? args[at + 1] : fallback
+}
+
+async function main (args: string[]): Promise<void> {
+  if (args.includes('--upstream-only')) {
+    const up = demoUpstream(arg(args, '--name', 'demo'))
+    await up.listen({ host: arg(args, '--host', '127.0.0.1'), port: Number(arg(args, '--port', '3001')) })
+    process.on('SIGTERM', () => { up.close().then(() => process.exit(0), () => process.exit(1)) })
+    process.on('SIGINT', () => { up.close().then(() => process.exit(0), () => process.exit(1)) })
+    return
+  }
+  const env = { ...process.env }
+  if (env.TOKENGATE_SECRET === undefined || env.TOKENGATE_SECRET === '') {
+    env.TOKENGATE_SECRET = randomBytes(64).toString('hex')
+    process.stderr.write('demo: TOKENGATE_SECRET is not set: using a random one for this run (tokens end with the process)\n')
+  }
+  const upstream = demoUpstream('demo')
+  await upstream.listen({ host: '127.0.0.1', port: Number(env.DEMO_UPSTREAM_PORT ?? 3001) })
+  const configFile = path.join(ROOT, 'gateway.config.json')
+  const gateway = await startGateway(['--config', configFile], env)
+  const address = gateway.server.address() as AddressInfo
+  const base = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+  process.stdout.write(`
+tokengate gateway on ${base} (${env.REDIS_URL !== undefined && env.REDIS_URL !== '' ? 'sessions in Redis' : 'in-memory sessions'}), demo upstream on 127.0.0.1:${(upstream.server.address() as AddressInfo).port}
+
+  # log in as the demo user
+  curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}'
+
+  # keep the tokens
+  ACCESS=$(curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}' | node -pe 'JSON.parse(require("fs").readFileSync(0)).accessToken')
+
+  # a protected route (401 without the token)
+  curl -s ${base}/api/hello -H "authorization: Bearer $ACCESS"
+
+  # a public route
+  curl -s ${base}/public/hello
+
+  # log out: the access token stops working at once
+  curl -s -X POST ${base}/auth/logout -H "authorization: Bearer $ACCESS" -o /dev/null -w '%{http_code}\\n'
+  curl -s ${base}/api/hello -H "authorization: Bearer $ACCESS"
+
+Ctrl-C stops it.
+`)
+}
+
+main(process.argv.slice(2)).catch((err: Error) => {
+  process.stderr.write(`demo: ${err.message}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,148 @@
+// buildGateway(config): the tokengate plugin + login provider + rate limits + upstream routes +
+// health, readiness, metrics and JWKS, as one Fastify instance.
+import { createPublicKey, randomUUID } from 'node:crypto'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import rateLimit from '@fastify/rate-limit'
+import { Redis } from 'ioredis'
+import tokengate, { RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
+import { parseConfig, type GatewayConfig } from './config.js'
+import { memoryFailedLogins, redisFailedLogins, type FailedLogins } from './limits.js'
+import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
+import { createMetrics, instrument } from './metrics.js'
+import { registerUpstream } from './upstreams.js'
+
+export { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type RouteConfig } from './config.js'
+export { hashPassword, verifyPassword } from './login.js'
+
+export interface BuildOptions {
+  /** Directory that relative paths in the config are resolved against (default: the working directory). */
+  baseDir?: string
+  /** Environment for ${VAR} (default: process.env). */
+  env?: NodeJS.ProcessEnv
+  /** Fastify's logger option; default: pino at config.logLevel with tokens, cookies and secrets redacted. */
+  logger?: FastifyServerOptions['logger']
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
+const AUTH_PREFIX = '/auth'
+
+/** Everything pino must never print. */
+export const REDACT = [
+  'req.headers.authorization', 'req.headers.cookie', 'req.headers["x-refresh-token"]', 'req.headers["x-csrf-token"]',
+  'res.headers["set-cookie"]', 'res.headers["x-access-token"]', 'res.headers["x-refresh-token"]',
+  'password', 'body.password', 'secret', 'refreshToken', 'accessToken'
+]
+
+function rateLimited (retryAfterMs: number): Error {
+  const err = new RateLimitedError() as Error & { headers?: Record<string, string> }
+  err.headers = { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
+  return err
+}
+
+export function buildGateway (input: unknown, options: BuildOptions = {}): FastifyInstance {
+  const config: GatewayConfig = parseConfig(input, { baseDir: options.baseDir, env: options.env })
+
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' } },
+    trustProxy: config.trustProxy,
+    requestIdHeader: false,
+    // A client's own request id is kept when it is well-formed; any other gets a new one.
+    genReqId: (req) => {
+      const id = req.headers['x-request-id']
+      return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID()
+    }
+  })
+
+  const metrics = createMetrics()
+  instrument(app, metrics)
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id)
+    done()
+  })
+
+  const redis = config.redis !== undefined ? new Redis(config.redis.url, redisClientOptions(1000)) : undefined
+  redis?.on('error', () => { /* readiness and 503s report it; reconnects by itself */ })
+  const keyPrefix = config.tokens.keyPrefix ?? 'tg'
+
+  const provider: LoginProvider = config.login.upstream !== undefined
+    ? upstreamLogin(config.login.upstream, durationMs(config.login.timeout, 'login.timeout'))
+    : usersFileLogin(config.login.usersFile!)
+  const failed = config.rateLimit.failedLogins
+  const failedWindowMs = durationMs(failed.window, 'rateLimit.failedLogins.window')
+  const failedLogins: FailedLogins = redis !== undefined
+    ? redisFailedLogins(redis, keyPrefix, failed.max, failedWindowMs)
+    : memoryFailedLogins(failed.max, failedWindowMs)
+
+  app.addHook('onClose', async () => {
+    await provider.close()
+    if (redis !== undefined) {
+      try { await redis.quit() } catch { redis.disconnect() }
+    }
+  })
+
+  // Logins and refreshes per client IP, shared in Redis when there is one.
+  const perIp = config.rateLimit.requests
+  app.register(rateLimit, {
+    global: false,
+    ...(redis !== undefined ? { redis, nameSpace: `${keyPrefix}:rl:ip:` } : {}),
+    skipOnError: true,
+    keyGenerator: (request) => request.ip,
+    errorResponseBuilder: (_request, ctx) => rateLimited(ctx.ttl)
+  })
+  app.addHook('onRoute', (route) => {
+    if (route.url === `${AUTH_PREFIX}/login` || route.url === `${AUTH_PREFIX}/refresh`) {
+      route.config = { ...route.config, rateLimit: { max: perIp.max, timeWindow: durationMs(perIp.window, 'rateLimit.requests.window'), groupId: 'auth' } } as never
+    }
+  })
+
+  const tokenOptions = {
+    ...config.tokens,
+    ...(redis !== undefined ? { redis } : {}),
+    routes: {
+      prefix: AUTH_PREFIX,
+      verifyCredentials: async (body: unknown, request: FastifyRequest) => {
+        const b = body as { username?: unknown, email?: unknown }
+        const who = typeof b.username === 'string' ? b.username : typeof b.email === 'string' ? b.email : ''
+        const key = `${request.ip}\n${who}`
+        const wait = await failedLogins.blockedFor(key).catch(() => 0)
+        if (wait > 0) throw rateLimited(wait)
+        const user = await provider.verify(body, String(request.id))
+        metrics.logins.inc({ result: user === null ? 'failure' : 'success' })
+        if (user === null) await failedLogins.fail(key).catch(() => {})
+        return user
+      }
+    },
+    onRefresh: () => { metrics.refreshes.inc({ result: 'success' }) },
+    onRevoke: (_userId: string, _sessionId: string, meta: AuditMeta) => { metrics.revocations.inc({ reason: meta.reason ?? 'api' }) },
+    onReuseDetected: () => { metrics.reuseDetections.inc() }
+  }
+  app.register(tokengate, tokenOptions as TokengateOptions)
+
+  app.get('/healthz', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
+  app.get('/readyz', { logLevel: 'warn' }, async (_request, reply) => {
+    const ok = redis === undefined || await app.tokengate.store.ping()
+    reply.code(ok ? 200 : 503)
+    return { status: ok ? 'ready' : 'unavailable', redis: redis === undefined ? 'none' : ok ? 'up' : 'down' }
+  })
+
+  if (config.tokens.keys !== undefined) {
+    const jwks = {
+      keys: config.tokens.keys.map(k => ({
+        ...createPublicKey(k.publicKey!).export({ format: 'jwk' }),
+        kid: k.kid,
+        alg: k.algorithm,
+        use: 'sig'
+      }))
+    }
+    app.get('/.well-known/jwks.json', async (_request, reply) => {
+      reply.header('cache-control', 'public, max-age=300')
+      return jwks
+    })
+  }
+
+  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route) })
+
+  return app
+}
+
+export default buildGateway

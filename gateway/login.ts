@@ -1,0 +1,131 @@
+// Login providers: an identity service the gateway POSTs the login body to, or a users file of
+// scrypt hashes. Both resolve to the plugin's UserInfo, or null for bad credentials.
+import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { Pool, errors as undiciErrors } from 'undici'
+import { UpstreamTimeoutError, UpstreamUnavailableError, type UserInfo } from '../plugin/index.js'
+import { ConfigError } from './config.js'
+
+export interface LoginProvider {
+  verify: (body: unknown, requestId: string) => Promise<UserInfo | null>
+  close: () => Promise<void>
+}
+
+function asUser (value: unknown): UserInfo | null {
+  const v = value as { sub?: unknown, roles?: unknown, claims?: unknown } | null
+  if (v === null || typeof v !== 'object' || typeof v.sub !== 'string' || v.sub === '') return null
+  const roles = Array.isArray(v.roles) && v.roles.every(r => typeof r === 'string') ? v.roles as string[] : []
+  const claims = v.claims !== null && typeof v.claims === 'object' && !Array.isArray(v.claims) ? v.claims as Record<string, unknown> : undefined
+  return { sub: v.sub, roles, claims }
+}
+
+/**
+ * The identity-service contract: POST the client's login body as JSON; a 2xx JSON answer
+ * `{ sub, roles, claims }` logs the user in, 401/403/404 are bad credentials, anything else (or no
+ * answer) is 502, no answer within the timeout is 504. One undici pool for the service.
+ */
+export function upstreamLogin (url: string, timeoutMs: number): LoginProvider {
+  const target = new URL(url)
+  const pool = new Pool(target.origin, { connections: 32, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connectTimeout: timeoutMs })
+  return {
+    async verify (body, requestId) {
+      let res
+      try {
+        res = await pool.request({
+          method: 'POST',
+          path: target.pathname + target.search,
+          headers: { 'content-type': 'application/json', accept: 'application/json', 'x-request-id': requestId },
+          body: JSON.stringify(body ?? {})
+        })
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || code === 'UND_ERR_CONNECT_TIMEOUT') throw new UpstreamTimeoutError()
+        throw new UpstreamUnavailableError()
+      }
+      const status = res.statusCode
+      let payload: unknown
+      try {
+        payload = await res.body.json()
+      } catch (err) {
+        if (err instanceof undiciErrors.BodyTimeoutError) throw new UpstreamTimeoutError()
+        payload = undefined
+      }
+      if (status === 401 || status === 403 || status === 404) return null
+      if (status < 200 || status > 299) throw new UpstreamUnavailableError()
+      const user = asUser(payload)
+      if (user === null) throw new UpstreamUnavailableError()
+      return user
+    },
+    async close () {
+      await pool.close()
+    }
+  }
+}
+
+// scrypt parameters for password hashes: N=2^15, r=8, p=1 (OWASP's minimum is 2^17 with p=1 for
+// scrypt as a password hash at 64 MiB; 2^15 keeps a login near 50 ms on small machines).
+const SCRYPT = { N: 32768, r: 8, p: 1, keylen: 32 }
+const maxmem = (o: { N: number, r: number }): number => 256 * o.N * o.r
+
+const scrypt = async (password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> =>
+  await new Promise((resolve, reject) => scryptCb(password, salt, keylen, options, (err, key) => err !== null ? reject(err) : resolve(key)))
+
+/** A hash for the users file: `scrypt$N$r$p$<salt b64>$<hash b64>`. */
+export async function hashPassword (password: string): Promise<string> {
+  const salt = randomBytes(16)
+  const key = await scrypt(password, salt, SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p, maxmem: maxmem(SCRYPT) })
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${key.toString('base64')}`
+}
+
+interface ParsedHash { N: number, r: number, p: number, salt: Buffer, key: Buffer }
+
+function parseHash (hash: string): ParsedHash | null {
+  const m = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(hash)
+  if (m === null) return null
+  const N = Number(m[1])
+  if (N < 2 || (N & (N - 1)) !== 0) return null
+  return { N, r: Number(m[2]), p: Number(m[3]), salt: Buffer.from(m[4], 'base64'), key: Buffer.from(m[5], 'base64') }
+}
+
+/** Checks a password against a hash in constant time. */
+export async function verifyPassword (password: string, hash: string): Promise<boolean> {
+  const h = parseHash(hash)
+  if (h === null) return false
+  const key = await scrypt(password, h.salt, h.key.length, { N: h.N, r: h.r, p: h.p, maxmem: maxmem(h) })
+  return key.length === h.key.length && timingSafeEqual(key, h.key)
+}
+
+interface FileUser { sub: string, roles: string[], claims?: Record<string, unknown>, passwordHash: string }
+
+/** Users from a JSON array of `{ sub, roles, passwordHash }`; the login body is `{ username, password }`. */
+export function usersFileLogin (file: string): LoginProvider {
+  let list: unknown
+  try {
+    list = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new ConfigError('login.usersFile', `cannot be read as JSON: ${file} (${(err as Error).message})`)
+  }
+  if (!Array.isArray(list)) throw new ConfigError('login.usersFile', 'must hold a JSON array of { sub, roles, passwordHash }')
+  const users = new Map<string, FileUser>()
+  for (const [i, u] of list.entries()) {
+    const user = asUser(u)
+    const passwordHash = (u as { passwordHash?: unknown })?.passwordHash
+    const hash = typeof passwordHash === 'string' ? parseHash(passwordHash) : null
+    if (user === null || hash === null) throw new ConfigError(`login.usersFile[${i}]`, 'needs a string sub and a passwordHash made by `tokengate hash-password`')
+    users.set(user.sub, { sub: user.sub, roles: user.roles ?? [], claims: user.claims, passwordHash: passwordHash as string })
+  }
+  // Unknown users are checked against a dummy hash so their answer takes as long as a known user's.
+  const dummy = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`
+  return {
+    async verify (body) {
+      const b = body as { username?: unknown, password?: unknown } | null
+      const username = typeof b?.username === 'string' ? b.username : ''
+      const password = typeof b?.password === 'string' ? b.password : ''
+      const user = users.get(username)
+      const ok = await verifyPassword(password, user?.passwordHash ?? dummy)
+      if (!ok || user === undefined || password === '') return null
+      return { sub: user.sub, roles: user.roles, claims: user.claims }
+    },
+    async close () {}
+  }
+}

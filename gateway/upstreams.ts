@@ -1,0 +1,80 @@
+// The route table → one @fastify/http-proxy per route (one undici pool per upstream), with the
+// route's auth policy, identity headers for the upstream, and upstream errors in tokengate's codes.
+import type { IncomingHttpHeaders } from 'node:http'
+import httpProxy from '@fastify/http-proxy'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs } from '../plugin/index.js'
+import type { RouteConfig } from './config.js'
+
+const TOKEN_COOKIES = new Set(['tg_access', 'tg_refresh', 'tg_csrf'])
+
+/** Drops tokengate's own cookies from a Cookie header; undefined when nothing is left. */
+export function withoutTokenCookies (cookie: string): string | undefined {
+  const kept = cookie.split(';').filter(part => {
+    const name = part.slice(0, part.indexOf('=') === -1 ? undefined : part.indexOf('=')).trim()
+    return !TOKEN_COOKIES.has(name)
+  }).map(p => p.trim()).filter(p => p !== '')
+  return kept.length === 0 ? undefined : kept.join('; ')
+}
+
+/**
+ * The headers an upstream receives: a fresh object (no `delete`, which slows V8 objects) without any
+ * client-sent x-user-* / x-session-id / x-request-id, without the tokens unless forwardToken, plus the
+ * verified identity and the request id.
+ */
+export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, route: RouteConfig): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {}
+  for (const name in headers) {
+    if (name.startsWith('x-user-') || name === 'x-session-id' || name === 'x-request-id') continue
+    if (!route.forwardToken) {
+      if (name === 'authorization' || name === 'x-refresh-token' || name === 'x-csrf-token') continue
+      if (name === 'cookie') {
+        const c = withoutTokenCookies(String(headers.cookie))
+        if (c !== undefined) out.cookie = c
+        continue
+      }
+    }
+    out[name] = headers[name]
+  }
+  const auth = request.auth
+  if (auth !== null && route.auth !== 'public') {
+    out['x-user-id'] = auth.userId
+    out['x-user-roles'] = auth.roles.join(',')
+    out['x-session-id'] = auth.sessionId
+  }
+  out['x-request-id'] = request.id
+  return out
+}
+
+function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { statusCode?: number, code?: string } }): void {
+  const timedOut = error.statusCode === 504 || error.code === 'UND_ERR_CONNECT_TIMEOUT'
+  reply.log.warn({ upstreamError: error.code ?? error.message }, timedOut ? 'upstream timed out' : 'upstream unavailable')
+  reply.send(timedOut ? new UpstreamTimeoutError() : new UpstreamUnavailableError())
+}
+
+export async function registerUpstream (app: FastifyInstance, route: RouteConfig): Promise<void> {
+  const timeoutMs = durationMs(route.timeout, 'timeout')
+  const auth = route.auth === 'required' ? (route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true) : undefined
+  await app.register(httpProxy, {
+    upstream: route.upstream,
+    prefix: route.prefix,
+    // The path reaches the upstream unchanged unless the route says otherwise.
+    rewritePrefix: route.rewritePrefix ?? route.prefix,
+    websocket: route.websocket,
+    config: auth === undefined ? {} : { auth },
+    disableRequestLogging: true,
+    undici: { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
+    replyOptions: {
+      rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => upstreamHeaders(request, headers, route),
+      onError: mapUpstreamError as never
+    },
+    wsClientOptions: {
+      rewriteRequestHeaders: (_headers: unknown, request: FastifyRequest) => {
+        const h = upstreamHeaders(request, request.headers, route)
+        // The WebSocket client writes its own handshake headers.
+        for (const name of ['host', 'connection', 'upgrade', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'content-length']) h[name] = undefined
+        return Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined))
+      }
+    }
+  } as never)
+}
