@@ -119,7 +119,8 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
   const env = opts.env ?? process.env
   const baseDir = opts.baseDir ?? process.cwd()
   const expanded = expandEnv(input, env)
-  const withDefaults = Value.Default(ConfigSchema, Value.Clone(expanded))
+  // ${VAR} yields strings: numbers and booleans from the environment are converted where the schema wants them.
+  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, Value.Clone(expanded)))
   const errors = [...Value.Errors(ConfigSchema, withDefaults)]
   // An unknown field is named by its own name; otherwise the first problem, with the value given.
   const unknown = errors.find(e => e.type === ValueErrorType.ObjectAdditionalProperties)
