@@ -1,0 +1,320 @@
+// npm run bench: the cost of tokengate in front of an API, measured side by side in one run.
+// Starts its own redis-server and a server process holding every variant; stops by itself.
+import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { cpus } from 'node:os'
+import { readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setImmediate as tick } from 'node:timers/promises'
+import autocannon from 'autocannon'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { createVerifier } from 'fast-jwt'
+import { Redis } from 'ioredis'
+import tokengate, { RedisStore } from '../plugin/index.js'
+import { SECRET, type ServerInfo } from './servers.js'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const ROOT = path.resolve(HERE, '../..')
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8)
+const BATCH_SEC = Number(process.env.BENCH_BATCH_SEC ?? 1)
+const CONNECTIONS = 16
+
+// ---------- small statistics ----------
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2 }
+const trimmedMean = (xs: number[], cut = 0.2): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const k = Math.floor(s.length * cut)
+  const kept = s.slice(k, s.length - k)
+  return kept.reduce((a, b) => a + b, 0) / kept.length
+}
+const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] }
+const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d
+
+// ---------- redis-server of our own ----------
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = net.createServer().once('error', reject).listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)) })
+  })
+}
+
+async function startRedis (): Promise<{ url: string, stop: () => void }> {
+  const port = await freePort()
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  child.on('error', () => { process.stderr.write('bench: redis-server not found on PATH (apt-get install redis-server)\n'); process.exit(1) })
+  const url = `redis://127.0.0.1:${port}`
+  const probe = new Redis(url, { lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 })
+  probe.on('error', () => {})
+  for (let i = 0; i < 100; i++) {
+    try { await probe.connect(); if (await probe.ping() === 'PONG') break } catch { await new Promise(resolve => setTimeout(resolve, 50)) }
+  }
+  probe.disconnect()
+  return { url, stop: () => { child.kill('SIGKILL') } }
+}
+
+// ---------- the server process ----------
+interface Servers { info: ServerInfo, cpu: () => Promise<number>, stop: () => Promise<void>, child: ChildProcess }
+
+async function startServers (redisUrl: string): Promise<Servers> {
+  const child = fork(path.join(HERE, 'servers.js'), ['--child', '--redis', redisUrl, '--refresh-pool', '4000'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  let next = 0
+  const waiting = new Map<number, (cpu: number) => void>()
+  const info = await new Promise<ServerInfo>((resolve, reject) => {
+    child.on('message', (m: { ready?: ServerInfo, id?: number, cpu?: number }) => {
+      if (m.ready !== undefined) resolve(m.ready)
+      else if (m.id !== undefined) { waiting.get(m.id)?.(m.cpu!); waiting.delete(m.id) }
+    })
+    child.once('exit', code => reject(new Error(`bench server process exited (${code})`)))
+  })
+  return {
+    info,
+    child,
+    cpu: async () => await new Promise<number>(resolve => { const id = next++; waiting.set(id, resolve); child.send({ cmd: 'cpu', id }) }),
+    stop: async () => await new Promise<void>(resolve => { child.once('exit', () => resolve()); child.send({ cmd: 'stop' }) })
+  }
+}
+
+// ---------- load ----------
+interface Variant {
+  key: string
+  name: string
+  url: string
+  headers?: Record<string, string>
+  refresh?: boolean
+}
+
+interface Sample { rps: number, p50: number, p99: number, cpuPerReq: number, total: number, errors: number }
+
+async function batch (s: Servers, v: Variant, pool: string[], seconds: number): Promise<Sample> {
+  const before = await s.cpu()
+  const opts: autocannon.Options = { url: v.url, connections: CONNECTIONS, duration: seconds, headers: v.headers }
+  if (v.refresh === true) {
+    opts.requests = [{
+      method: 'POST',
+      setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: pool.shift() }) }),
+      onResponse: (status, body) => { if (status === 200) pool.push(JSON.parse(body).refreshToken) }
+    }]
+  }
+  const r = await autocannon(opts)
+  const after = await s.cpu()
+  const total = r.requests.total
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, cpuPerReq: (after - before) / Math.max(1, total), total, errors: r.non2xx + r.errors + r.timeouts }
+}
+
+// ---------- in-process micro-benchmarks ----------
+async function verifyMicro (): Promise<{ tokengateUs: number, fastJwtCachedUs: number, fastJwtUncachedUs: number, ratio: number }> {
+  const app = Fastify({ logger: false })
+  await app.register(tokengate, { secret: SECRET })
+  await app.ready()
+  const { accessToken } = await app.tokengate.issue({ sub: 'u1', roles: ['user'] })
+  const cached = createVerifier({ key: SECRET, algorithms: ['HS256'], cache: true })
+  const uncached = createVerifier({ key: SECRET, algorithms: ['HS256'] })
+  const N = 100_000
+  const runs = { tg: [] as number[], cached: [] as number[], uncached: [] as number[] }
+  for (let rep = 0; rep < 6; rep++) {
+    let t0 = process.hrtime.bigint()
+    for (let i = 0; i < N; i++) await app.tokengate.verify(accessToken)
+    const tg = Number(process.hrtime.bigint() - t0) / N / 1000
+    t0 = process.hrtime.bigint()
+    for (let i = 0; i < N; i++) cached(accessToken)
+    const c = Number(process.hrtime.bigint() - t0) / N / 1000
+    t0 = process.hrtime.bigint()
+    for (let i = 0; i < N / 10; i++) uncached(accessToken)
+    const u = Number(process.hrtime.bigint() - t0) / (N / 10) / 1000
+    if (rep > 0) { runs.tg.push(tg); runs.cached.push(c); runs.uncached.push(u) } // rep 0 warms up
+  }
+  await app.close()
+  const tokengateUs = median(runs.tg)
+  const fastJwtCachedUs = median(runs.cached)
+  return { tokengateUs: round(tokengateUs, 2), fastJwtCachedUs: round(fastJwtCachedUs, 2), fastJwtUncachedUs: round(median(runs.uncached), 2), ratio: round(tokengateUs / fastJwtCachedUs, 2) }
+}
+
+async function propagation (redisUrl: string, trials = 200): Promise<{ p50Ms: number, p99Ms: number, maxMs: number }> {
+  const keyPrefix = `bench-prop-${randomBytes(3).toString('hex')}`
+  const make = async (): Promise<FastifyInstance> => {
+    const app = Fastify({ logger: false })
+    await app.register(tokengate, { secret: SECRET, redis: redisUrl, keyPrefix })
+    await app.ready()
+    return app
+  }
+  const a = await make()
+  const b = await make()
+  const times: number[] = []
+  for (let i = 0; i < trials; i++) {
+    const pair = await a.tokengate.issue({ sub: `p${i}` })
+    await b.tokengate.verify(pair.accessToken)
+    const t0 = process.hrtime.bigint()
+    await a.tokengate.revokeSession(`p${i}`, pair.sessionId)
+    for (;;) {
+      try { await b.tokengate.verify(pair.accessToken) } catch { break }
+      await tick()
+    }
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6)
+  }
+  await a.close()
+  await b.close()
+  return { p50Ms: round(pct(times, 50), 2), p99Ms: round(pct(times, 99), 2), maxMs: round(Math.max(...times), 2) }
+}
+
+const UA = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
+
+async function memoryPerSession (redisUrl: string, counts: number[]): Promise<Array<{ sessions: number, bytesPerSession: number, recordBytes: number, indexBytes: number }>> {
+  const redis = new Redis(redisUrl)
+  const out = []
+  for (const n of counts) {
+    await redis.flushall()
+    const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1])
+    const store = new RedisStore({ redis, keyPrefix: 'tg' })
+    const before = await used()
+    const now = Date.now()
+    const times = { now, refreshTtlMs: 86_400_000, maxSessionAgeMs: 30 * 86_400_000, extraMs: 600_000 }
+    for (let i = 0; i < n; i += 1000) {
+      const jobs = []
+      for (let j = i; j < Math.min(n, i + 1000); j++) {
+        // Two sessions per user: a phone and a laptop.
+        jobs.push(store.create({
+          userId: `user-${String(j >> 1).padStart(7, '0')}`,
+          sessionId: randomBytes(16).toString('base64url'),
+          refreshHash: randomBytes(16).toString('base64url').slice(0, 22),
+          refreshExpiresAt: now + 86_400_000,
+          createdAt: now,
+          ip: `203.0.${(j >> 8) & 255}.${j & 255}`,
+          userAgent: UA,
+          roles: ['user'],
+          claims: {}
+        }, times))
+      }
+      await Promise.all(jobs)
+    }
+    const after = await used()
+    const sampleUser = 'user-0000000'
+    const recordKey = (await redis.keys(`tg:{${sampleUser}}:s:*`))[0]
+    const recordBytes = Number(await redis.memory('USAGE', recordKey))
+    const indexBytes = Number(await redis.memory('USAGE', `tg:{${sampleUser}}:sessions`))
+    out.push({ sessions: n, bytesPerSession: Math.round((after - before) / n), recordBytes, indexBytes })
+  }
+  await redis.flushall()
+  redis.disconnect()
+  return out
+}
+
+// ---------- main ----------
+async function main (): Promise<void> {
+  const started = Date.now()
+  const redis = await startRedis()
+  const servers = await startServers(redis.url)
+  const { ports, tokens } = servers.info
+  const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` })
+  const variants: Variant[] = [
+    { key: 'upstream', name: '1. upstream alone (bare Fastify route)', url: `http://127.0.0.1:${ports.upstream}/api/x` },
+    { key: 'proxy', name: '2. @fastify/http-proxy, no auth (reference)', url: `http://127.0.0.1:${ports.proxy}/api/x` },
+    { key: 'public', name: '   gateway, public route', url: `http://127.0.0.1:${ports.gateway}/pub/x` },
+    { key: 'gateway', name: '3. gateway, authenticated route, HS256', url: `http://127.0.0.1:${ports.gateway}/api/x`, headers: bearer(tokens.hs256) },
+    { key: 'eddsa', name: '4. gateway, authenticated route, EdDSA', url: `http://127.0.0.1:${ports.eddsa}/api/x`, headers: bearer(tokens.eddsa) },
+    { key: 'naive', name: '5. naive: @fastify/jwt + Redis EXISTS + proxy', url: `http://127.0.0.1:${ports.naive}/api/x`, headers: bearer(tokens.naive) },
+    { key: 'refresh', name: '6. POST /auth/refresh (rotation, Redis)', url: `http://127.0.0.1:${ports.gateway}/auth/refresh`, refresh: true }
+  ]
+  const pool = [...tokens.refresh]
+  process.stderr.write(`bench: warming up (${variants.length} variants)\n`)
+  for (const v of variants) await batch(servers, v, pool, 1)
+  const samples = new Map<string, Sample[]>(variants.map(v => [v.key, []]))
+  const authAdds: number[] = []
+  for (let r = 0; r < ROUNDS; r++) {
+    // Rotate the order each round so no variant always follows the same neighbour.
+    const order = variants.map((_, i) => variants[(i + r) % variants.length])
+    const got: Record<string, Sample> = {}
+    for (const v of order) {
+      got[v.key] = await batch(servers, v, pool, BATCH_SEC)
+      samples.get(v.key)!.push(got[v.key])
+    }
+    authAdds.push(got.gateway.cpuPerReq - got.public.cpuPerReq)
+    process.stderr.write(`bench: round ${r + 1}/${ROUNDS} done\n`)
+  }
+  await servers.stop()
+
+  process.stderr.write('bench: verify micro-benchmark\n')
+  const verify = await verifyMicro()
+  process.stderr.write('bench: revocation propagation\n')
+  const prop = await propagation(redis.url)
+  process.stderr.write('bench: Redis memory per session\n')
+  const memory = await memoryPerSession(redis.url, [10_000, 100_000])
+  redis.stop()
+
+  const summary = variants.map(v => {
+    const s = samples.get(v.key)!
+    return {
+      key: v.key,
+      name: v.name,
+      rps: Math.round(median(s.map(x => x.rps))),
+      p50: median(s.map(x => x.p50)),
+      p99: median(s.map(x => x.p99)),
+      cpuUs: round(trimmedMean(s.map(x => x.cpuPerReq)), 1),
+      errors: s.reduce((a, x) => a + x.errors, 0)
+    }
+  })
+  const by = Object.fromEntries(summary.map(s => [s.key, s]))
+  const ref = by.proxy
+  const results = {
+    date: new Date().toISOString(),
+    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
+    settings: { rounds: ROUNDS, batchSeconds: BATCH_SEC, connections: CONNECTIONS },
+    variants: summary.map(s => ({ ...s, rpsRatio: round(s.rps / ref.rps, 2), p99Ratio: round(s.p99 / ref.p99, 2), cpuRatio: round(s.cpuUs / ref.cpuUs, 2) })),
+    headline: {
+      authAddsCpuUs: round(trimmedMean(authAdds), 1),
+      verify,
+      gatewayVsNaiveRps: round(by.gateway.rps / by.naive.rps, 2),
+      refreshVsBareRps: round(by.refresh.rps / by.upstream.rps, 2),
+      gatewayVsProxyRps: round(by.gateway.rps / ref.rps, 2),
+      gatewayVsProxyP99: round(by.gateway.p99 / ref.p99, 2)
+    },
+    propagation: prop,
+    memory,
+    seconds: Math.round((Date.now() - started) / 1000)
+  }
+  const table = render(results)
+  process.stdout.write(table + '\n')
+  writeFileSync(path.join(ROOT, 'bench', 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  updateReadme(table)
+}
+
+function render (r: any): string {
+  const lines: string[] = []
+  lines.push(`Machine: ${r.machine}; ${r.settings.rounds} rounds of ${r.settings.batchSeconds}s batches per variant, ${r.settings.connections} connections, interleaved; medians (CPU: 20%-trimmed mean). Took ${r.seconds}s.`)
+  lines.push('')
+  lines.push('In-process (the headline):')
+  lines.push('')
+  lines.push('| measure | value | target |')
+  lines.push('|---|---|---|')
+  lines.push(`| auth adds (authenticated − public route of one gateway), CPU per request | ${r.headline.authAddsCpuUs} µs | ≤ 10 µs |`)
+  lines.push(`| \`tokengate.verify\` per call (revocation check included) | ${r.headline.verify.tokengateUs} µs | ≤ 1.5× fast-jwt cached |`)
+  lines.push(`| fast-jwt HS256 verify, cached / uncached | ${r.headline.verify.fastJwtCachedUs} / ${r.headline.verify.fastJwtUncachedUs} µs | |`)
+  lines.push(`| ratio tokengate.verify / fast-jwt cached | ${r.headline.verify.ratio}× | ≤ 1.5× |`)
+  lines.push(`| revocation visible on another instance, p50 / p99 (200 trials) | ${r.propagation.p50Ms} / ${r.propagation.p99Ms} ms | p99 ≤ 50 ms |`)
+  for (const m of r.memory) lines.push(`| Redis memory per session at ${m.sessions.toLocaleString('en')} sessions (record ${m.recordBytes} B, user index ${m.indexBytes} B per 2 sessions) | ${m.bytesPerSession} B | ≤ 400 B, flat |`)
+  lines.push('')
+  lines.push('Under load (autocannon on loopback; ratios against variant 2):')
+  lines.push('')
+  lines.push('| variant | req/s | ratio | p50 ms | p99 ms | p99 ratio | server CPU µs/req | CPU ratio | errors |')
+  lines.push('|---|---|---|---|---|---|---|---|---|')
+  for (const v of r.variants) lines.push(`| ${v.name.trim()} | ${v.rps} | ${v.rpsRatio} | ${v.p50} | ${v.p99} | ${v.p99Ratio} | ${v.cpuUs} | ${v.cpuRatio} | ${v.errors} |`)
+  lines.push('')
+  lines.push(`Gateway (3) / naive (5) req/s: ${r.headline.gatewayVsNaiveRps}× (target ≥ 1.5×). Refresh (6) / bare route (1) req/s: ${r.headline.refreshVsBareRps}× (target ≥ 0.5×). Gateway (3) / proxy (2): req/s ${r.headline.gatewayVsProxyRps}× (target ≥ 0.95×), p99 ${r.headline.gatewayVsProxyP99}× (target ≤ 1.1×).`)
+  return lines.join('\n')
+}
+
+function updateReadme (table: string): void {
+  const file = path.join(ROOT, 'README.md')
+  const text = readFileSync(file, 'utf8')
+  const start = '<!-- bench:start -->'
+  const end = '<!-- bench:end -->'
+  const a = text.indexOf(start)
+  const b = text.indexOf(end)
+  if (a < 0 || b < a) return
+  writeFileSync(file, text.slice(0, a + start.length) + '\n' + table + '\n' + text.slice(b))
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`)
+  process.exit(1)
+})
