@@ -86,13 +86,21 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     global: false,
     ...(redis !== undefined ? { redis, nameSpace: `${keyPrefix}:rl:ip:` } : {}),
     skipOnError: true,
-    keyGenerator: (request) => request.ip,
-    errorResponseBuilder: (_request, ctx) => rateLimited(ctx.ttl)
+    keyGenerator: (request) => request.ip
   })
+  // One limiter (one store, one counter per IP) shared by both routes: a per-route config would count each apart.
+  let perIpLimiter: ReturnType<FastifyInstance['createRateLimit']> | undefined
+  const perIpWindowMs = durationMs(perIp.window, 'rateLimit.requests.window')
   app.addHook('onRoute', (route) => {
-    if (route.url === `${AUTH_PREFIX}/login` || route.url === `${AUTH_PREFIX}/refresh`) {
-      route.config = { ...route.config, rateLimit: { max: perIp.max, timeWindow: durationMs(perIp.window, 'rateLimit.requests.window'), groupId: 'auth' } } as never
+    if (route.url !== `${AUTH_PREFIX}/login` && route.url !== `${AUTH_PREFIX}/refresh`) return
+    perIpLimiter ??= app.createRateLimit({ max: perIp.max, timeWindow: perIpWindowMs })
+    const limiter = perIpLimiter
+    const check = async (request: FastifyRequest): Promise<void> => {
+      const r = await limiter(request)
+      if (!r.isAllowed && r.isExceeded) throw rateLimited(r.ttl)
     }
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
+    route.onRequest = [check, ...existing] as never
   })
 
   const tokenOptions = {

@@ -9,6 +9,7 @@ import {
 } from './errors.js'
 import type { ResolvedOptions } from './options.js'
 import type { AuthInfo, Sessions, TokenPair } from './sessions.js'
+import { newId } from './tokens.js'
 
 export const ACCESS_COOKIE = 'tg_access'
 export const REFRESH_COOKIE = 'tg_refresh'
@@ -85,7 +86,8 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
   function sendTokens (request: FastifyRequest, reply: FastifyReply, t: { accessToken?: string, refreshToken?: string }, refreshExpiresIn: number): void {
     reply.header('cache-control', 'no-store')
     if (request[kByCookie]) {
-      const csrf = request.cookies?.[CSRF_COOKIE]
+      // Keep the client's CSRF token (in-flight requests carry it); mint one if the browser lost it.
+      const csrf = request.cookies?.[CSRF_COOKIE] ?? newId()
       cookies.setTokens(reply, { ...t, csrf }, refreshExpiresIn)
     } else {
       if (t.accessToken !== undefined) reply.header(ACCESS_HEADER, t.accessToken)
@@ -118,7 +120,8 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     if (parts === null || parts.sessionId !== auth.sessionId || parts.userId !== auth.userId) return
     try {
       const renewed = await sessions.renew(parts)
-      if (renewed !== null) sendTokens(request, reply, { refreshToken: renewed.refreshToken }, renewed.refreshExpiresIn)
+      // By cookie, the access cookie is set again too, so both live as long as the new refresh token.
+      if (renewed !== null) sendTokens(request, reply, { accessToken: request[kByCookie] ? auth.token : undefined, refreshToken: renewed.refreshToken }, renewed.refreshExpiresIn)
     } catch (err) {
       request.log.warn({ err }, 'tokengate: refresh token renewal failed')
     }

@@ -1,0 +1,376 @@
+// The gateway's operational surface: login rate limits (failed logins per IP + username, all logins
+// and refreshes per IP, trustProxy), /healthz and /readyz, /metrics, and what the logs never print.
+import t, { type Test } from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { Redis } from 'ioredis'
+import { buildGateway } from '../../gateway/index.js'
+import { hashPassword } from '../../gateway/login.js'
+import { SECRET, sleep } from '../helpers/app.js'
+import { deletePrefix, freePort, keysUnder, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
+
+const ALICE_PW = 'alice-pw-Qx7-wonderland'
+const BOB_PW = 'bob-pw-Zk3-builder'
+
+let dir: string | undefined
+function tempDir (): string {
+  if (dir === undefined) {
+    const d = mkdtempSync(path.join(os.tmpdir(), 'tg-ops-'))
+    t.teardown(() => rmSync(d, { recursive: true, force: true }))
+    dir = d
+  }
+  return dir
+}
+
+let usersFilePath: string | undefined
+async function usersFile (): Promise<string> {
+  if (usersFilePath !== undefined) return usersFilePath
+  const file = path.join(tempDir(), 'users.json')
+  writeFileSync(file, JSON.stringify([
+    { sub: 'alice', roles: ['user'], passwordHash: await hashPassword(ALICE_PW) },
+    { sub: 'bob', roles: ['user', 'admin'], passwordHash: await hashPassword(BOB_PW) }
+  ]))
+  usersFilePath = file
+  return file
+}
+
+/** An upstream that echoes what it received. */
+let echoUrl: string | undefined
+async function echoUpstream (): Promise<string> {
+  if (echoUrl !== undefined) return echoUrl
+  const server = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }))
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => { server.closeAllConnections(); await new Promise<void>(resolve => server.close(() => resolve())) })
+  echoUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return echoUrl
+}
+
+/** A key prefix on the shared Redis, deleted at the test's teardown; plus a client on it. */
+async function sharedPrefix (t: Test): Promise<{ url: string, prefix: string, client: Redis }> {
+  const url = await redisUrl()
+  const prefix = uniquePrefix('gw-ops')
+  const client = new Redis(url)
+  t.teardown(async () => {
+    await deletePrefix(client, prefix)
+    client.disconnect()
+  })
+  return { url, prefix, client }
+}
+
+async function baseConfig (extra: Record<string, unknown> = {}, tokens: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+  return {
+    tokens: { secret: SECRET, ...tokens },
+    login: { usersFile: await usersFile() },
+    routes: [{ prefix: '/api', upstream: await echoUpstream() }],
+    logLevel: 'silent',
+    ...extra
+  }
+}
+
+/** Builds and listens a gateway; closed at teardown. Returns its base URL. */
+async function gateway (t: Test, config: Record<string, unknown>): Promise<string> {
+  const app = buildGateway(config, { logger: false })
+  t.teardown(async () => { await app.close() })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+}
+
+interface Res { status: number, headers: Headers, body: Record<string, unknown> }
+
+async function post (base: string, url: string, body: unknown, headers: Record<string, string> = {}): Promise<Res> {
+  const res = await fetch(`${base}${url}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+  const text = await res.text()
+  return { status: res.status, headers: res.headers, body: text === '' ? {} : JSON.parse(text) }
+}
+
+async function get (base: string, url: string, headers: Record<string, string> = {}): Promise<Res & { text: string }> {
+  const res = await fetch(`${base}${url}`, { headers })
+  const text = await res.text()
+  let body: Record<string, unknown> = {}
+  try { body = JSON.parse(text) } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, body, text }
+}
+
+const loginAs = async (base: string, username: string, password: string, headers: Record<string, string> = {}): Promise<Res> =>
+  await post(base, '/auth/login', { username, password }, headers)
+
+function assertRateLimited (t: Test, r: Res, what: string): void {
+  t.equal(r.status, 429, `${what}: 429 (got ${r.status} ${String(r.body.code ?? '')})`)
+  t.equal(r.body.code, 'TOKENGATE_RATE_LIMITED', `${what}: TOKENGATE_RATE_LIMITED`)
+  const retry = r.headers.get('retry-after')
+  t.match(retry, /^[1-9]\d*$/, `${what}: Retry-After is a positive integer of seconds (${String(retry)})`)
+}
+
+async function until (what: string, limitMs: number, check: () => Promise<boolean>): Promise<void> {
+  const start = Date.now()
+  while (!await check()) {
+    if (Date.now() - start > limitMs) throw new Error(`${what}: not within ${limitMs} ms`)
+    await sleep(100)
+  }
+}
+
+t.test('rate limiting', async t => {
+  async function failedLoginScenario (t: Test, base: string): Promise<void> {
+    for (let i = 1; i <= 3; i++) {
+      const r = await loginAs(base, 'alice', `wrong-${i}`)
+      t.equal(r.status, 401, `bad password ${i}: 401`)
+      t.equal(r.body.code, 'TOKENGATE_BAD_CREDENTIALS')
+    }
+    assertRateLimited(t, await loginAs(base, 'alice', ALICE_PW), '4th attempt with the right password')
+    const bob = await loginAs(base, 'bob', BOB_PW)
+    t.equal(bob.status, 200, 'bob still logs in from the same IP')
+    t.type(bob.body.accessToken, 'string')
+  }
+
+  t.test('failed logins per IP + username, counted in Redis under the keyPrefix', async t => {
+    const { url, prefix, client } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { failedLogins: { max: 3, window: '1m' } } }, { keyPrefix: prefix }))
+    await failedLoginScenario(t, base)
+    const keys = (await keysUnder(client, prefix)).filter(k => k.startsWith(`${prefix}:rl:fail:`))
+    t.equal(keys.length, 1, `one failed-login counter under ${prefix}:rl:fail:* (${keys.join(', ')})`)
+    if (keys.length > 0) {
+      const ttl = await client.pttl(keys[0])
+      t.ok(ttl > 0 && ttl <= 60_000, `the counter has a TTL within the window (${ttl} ms)`)
+      t.equal(await client.get(keys[0]), '3', 'the counter holds 3 failures')
+    }
+  })
+
+  t.test('failed logins without Redis (memory store)', async t => {
+    const base = await gateway(t, await baseConfig({ rateLimit: { failedLogins: { max: 3, window: '1m' } } }))
+    await failedLoginScenario(t, base)
+  })
+
+  t.test('per IP: the 6th login in the window is refused', async t => {
+    const { url, prefix } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
+    for (let i = 1; i <= 5; i++) t.equal((await loginAs(base, i % 2 === 0 ? 'bob' : 'alice', i % 2 === 0 ? BOB_PW : ALICE_PW)).status, 200, `login ${i}: 200`)
+    assertRateLimited(t, await loginAs(base, 'bob', BOB_PW), '6th login')
+    t.equal((await get(base, '/healthz')).status, 200, 'other routes are not limited')
+  })
+
+  t.test('per IP: the 6th refresh in the window is refused (memory store)', async t => {
+    const base = await gateway(t, await baseConfig({ rateLimit: { requests: { max: 5, window: '1m' } } }))
+    for (let i = 1; i <= 5; i++) t.equal((await post(base, '/auth/refresh', { refreshToken: `bogus-${i}` })).status, 401, `refresh ${i}: 401`)
+    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus-6' }), '6th refresh')
+  })
+
+  // DESIGN.md: "all logins and refreshes per client IP (default 100 per minute)": one counter for both.
+  t.test('per IP: logins and refreshes share one counter', async t => {
+    const { url, prefix } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
+    const first = await loginAs(base, 'alice', ALICE_PW)
+    t.equal(first.status, 200, 'request 1 (login): 200')
+    let refreshToken = first.body.refreshToken as string
+    for (let i = 2; i <= 3; i++) {
+      const r = await post(base, '/auth/refresh', { refreshToken })
+      t.equal(r.status, 200, `request ${i} (refresh): 200`)
+      refreshToken = r.body.refreshToken as string
+    }
+    t.equal((await loginAs(base, 'bob', BOB_PW)).status, 200, 'request 4 (login): 200')
+    t.equal((await post(base, '/auth/refresh', { refreshToken: 'not-a-token' })).status, 401, 'request 5 (bad refresh): 401')
+    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken }), '6th request (a refresh after 2 logins and 3 refreshes)')
+  })
+
+  t.test('per IP, memory store: logins and refreshes share one counter', async t => {
+    const base = await gateway(t, await baseConfig({ rateLimit: { requests: { max: 5, window: '1m' } } }))
+    for (let i = 1; i <= 5; i++) t.equal((await post(base, '/auth/refresh', { refreshToken: `bogus-${i}` })).status, 401, `request ${i} (refresh): 401`)
+    assertRateLimited(t, await loginAs(base, 'alice', ALICE_PW), '6th request (a login after 5 refreshes)')
+  })
+
+  t.test('trustProxy: false ignores X-Forwarded-For', async t => {
+    const { url, prefix } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, trustProxy: false, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
+    for (let i = 1; i <= 5; i++) {
+      const r = await post(base, '/auth/refresh', { refreshToken: 'bogus' }, { 'x-forwarded-for': `10.0.0.${i}` })
+      t.equal(r.status, 401, `request ${i} from XFF 10.0.0.${i}: 401`)
+    }
+    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus' }, { 'x-forwarded-for': '10.0.0.6' }), 'a 6th XFF value shares the one counter')
+  })
+
+  t.test('trustProxy: true lets X-Forwarded-For name the client', async t => {
+    const { url, prefix } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, trustProxy: true, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
+    for (let i = 1; i <= 5; i++) {
+      const r = await post(base, '/auth/refresh', { refreshToken: 'bogus' }, { 'x-forwarded-for': '10.0.0.1' })
+      t.equal(r.status, 401, `request ${i} from 10.0.0.1: 401`)
+    }
+    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus' }, { 'x-forwarded-for': '10.0.0.1' }), '6th from 10.0.0.1')
+    const other = await post(base, '/auth/refresh', { refreshToken: 'bogus' }, { 'x-forwarded-for': '10.0.0.2' })
+    t.equal(other.status, 401, `10.0.0.2 has its own counter (${JSON.stringify(other.body)})`)
+    const login = await loginAs(base, 'alice', ALICE_PW, { 'x-forwarded-for': '10.0.0.3' })
+    t.equal(login.status, 200, '10.0.0.3 logs in')
+  })
+  t.end()
+})
+
+t.test('health and readiness', async t => {
+  t.test('/healthz and /readyz follow a Redis of the test\'s own', async t => {
+    const own = await startOwnRedis()
+    t.teardown(async () => { await own.stop() })
+    const base = await gateway(t, await baseConfig({ redis: { url: own.url } }))
+
+    const h = await get(base, '/healthz')
+    t.equal(h.status, 200, '/healthz 200')
+    const up = await get(base, '/readyz')
+    t.equal(up.status, 200, `/readyz 200 while Redis is up (${up.text})`)
+
+    await own.kill()
+    let down: Awaited<ReturnType<typeof get>> | undefined
+    await until('/readyz 503 after Redis died', 10_000, async () => { down = await get(base, '/readyz'); return down.status === 503 })
+    t.equal(down?.status, 503, '/readyz 503 while Redis is down')
+    t.match(down?.text, /unavailable/, `the body says unavailable (${String(down?.text)})`)
+    t.equal((await get(base, '/healthz')).status, 200, '/healthz still 200: the process is alive')
+
+    await own.start()
+    let back: Awaited<ReturnType<typeof get>> | undefined
+    await until('/readyz 200 after Redis came back', 15_000, async () => { back = await get(base, '/readyz'); return back.status === 200 })
+    t.equal(back?.status, 200, '/readyz 200 again')
+  })
+
+  t.test('/readyz without Redis', async t => {
+    const base = await gateway(t, await baseConfig())
+    t.equal((await get(base, '/readyz')).status, 200)
+    t.equal((await get(base, '/healthz')).status, 200)
+  })
+  t.end()
+})
+
+/** The value of one Prometheus sample, or undefined when absent. */
+function sample (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const have: Record<string, string> = {}
+    for (const [, k, v] of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) have[k] = v
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
+  }
+  return undefined
+}
+
+t.test('/metrics', async t => {
+  const { url, prefix } = await sharedPrefix(t)
+  const base = await gateway(t, await baseConfig({ redis: { url } }, { keyPrefix: prefix, reuseGraceMs: 0 }))
+
+  const ok = await loginAs(base, 'alice', ALICE_PW)
+  t.equal(ok.status, 200, 'login')
+  t.equal((await loginAs(base, 'alice', 'wrong')).status, 401, 'failed login')
+  const auth = { authorization: `Bearer ${String(ok.body.accessToken)}` }
+  t.equal((await get(base, '/api/orders/12345', auth)).status, 200, 'proxied request')
+  const missing = await get(base, '/api/orders/67890')
+  t.equal(missing.status, 401, '401 without a token')
+  t.equal(missing.body.code, 'TOKENGATE_TOKEN_MISSING')
+  t.equal((await post(base, '/auth/logout', {}, auth)).status, 204, 'logout')
+
+  // Reuse: refresh once, then present the first refresh token again.
+  const bob = await loginAs(base, 'bob', BOB_PW)
+  const r0 = bob.body.refreshToken as string
+  t.equal((await post(base, '/auth/refresh', { refreshToken: r0 })).status, 200, 'refresh')
+  const reused = await post(base, '/auth/refresh', { refreshToken: r0 })
+  t.equal(reused.status, 401, 'reused refresh token refused')
+  t.equal(reused.body.code, 'TOKENGATE_REFRESH_REUSED')
+
+  const res = await fetch(`${base}/metrics`)
+  t.equal(res.status, 200)
+  const type = res.headers.get('content-type') ?? ''
+  t.match(type, /^text\/plain/, 'text/plain')
+  t.match(type, /version=0\.0\.4/, 'version=0.0.4')
+  const text = await res.text()
+
+  t.equal(sample(text, 'tokengate_logins_total', { result: 'success' }), 2, 'logins success: alice + bob')
+  t.equal(sample(text, 'tokengate_logins_total', { result: 'failure' }), 1, 'logins failure 1')
+  t.equal(sample(text, 'tokengate_http_requests_total', { route: '/api/*', method: 'GET', status: '200' }), 1, 'proxied request counted under route="/api/*" status 200')
+  t.equal(sample(text, 'tokengate_http_requests_total', { route: '/api/*', method: 'GET', status: '401' }), 1, 'the 401 counted under route="/api/*" status 401')
+  t.notMatch(text, /12345|67890/, 'no raw URL ids in labels')
+  t.equal(sample(text, 'tokengate_http_requests_total', { route: '/auth/login', method: 'POST', status: '401' }), 1, 'failed login counted by route and status')
+  t.ok((text.match(/^tokengate_http_request_duration_seconds_bucket\{/gm) ?? []).length > 0, 'latency histogram buckets')
+  t.ok(sample(text, 'tokengate_http_request_duration_seconds_bucket', { route: '/api/*', le: '+Inf' }) !== undefined, 'a latency bucket for route="/api/*"')
+  t.equal(sample(text, 'tokengate_revocations_total', { reason: 'logout' }), 1, 'revocations reason=logout 1')
+  t.ok((sample(text, 'tokengate_auth_failures_total', { code: 'TOKENGATE_TOKEN_MISSING' }) ?? 0) >= 1, 'auth failure TOKENGATE_TOKEN_MISSING counted')
+  t.equal(sample(text, 'tokengate_reuse_detections_total'), 1, 'reuse detections 1')
+  t.equal(sample(text, 'tokengate_refreshes_total', { result: 'success' }), 1, 'refreshes success 1')
+})
+
+t.test('logs never print tokens, passwords or the secret, and carry the request id', async t => {
+  const { url, prefix } = await sharedPrefix(t)
+  const secret = randomBytes(64).toString('hex')
+  const port = await freePort()
+  const config = {
+    listen: { host: '127.0.0.1', port },
+    redis: { url },
+    tokens: { secret, keyPrefix: prefix },
+    login: { usersFile: await usersFile() },
+    routes: [{ prefix: '/api', upstream: await echoUpstream() }],
+    logLevel: 'trace'
+  }
+  const file = path.join(tempDir(), 'logs.config.json')
+  writeFileSync(file, JSON.stringify(config))
+
+  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, 'gateway/server.ts', '--config', file], {
+    cwd: '/work/main',
+    env: { ...process.env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString('utf8') })
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString('utf8') })
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+
+  const base = `http://127.0.0.1:${port}`
+  await until('the gateway bin listens', 20_000, async () => {
+    if (child.exitCode !== null) throw new Error(`the bin exited ${child.exitCode}: ${err}`)
+    try { return (await fetch(`${base}/healthz`)).status === 200 } catch { return false }
+  })
+
+  const login = await loginAs(base, 'alice', ALICE_PW, { 'x-request-id': 'req-login-1' })
+  t.equal(login.status, 200, 'login')
+  const access = login.body.accessToken as string
+  const refresh = login.body.refreshToken as string
+  const proxied = await get(base, '/api/things/1', {
+    authorization: `Bearer ${access}`,
+    'x-refresh-token': refresh,
+    cookie: `tg_access=${access}; tg_refresh=${refresh}; theme=dark`,
+    'x-request-id': 'req-proxy-2'
+  })
+  t.equal(proxied.status, 200, 'proxied request')
+  const refreshed = await post(base, '/auth/refresh', { refreshToken: refresh }, { 'x-request-id': 'req-refresh-3' })
+  t.equal(refreshed.status, 200, 'refresh')
+  const access2 = refreshed.body.accessToken as string
+  const refresh2 = refreshed.body.refreshToken as string
+  const logout = await post(base, '/auth/logout', {}, { authorization: `Bearer ${access2}`, 'x-request-id': 'req-logout-4' })
+  t.equal(logout.status, 204, 'logout')
+
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  const code = await exited
+  clearTimeout(timer)
+  t.equal(code, 0, `the bin exits 0 on SIGTERM (stderr: ${err})`)
+
+  const all = out + err
+  t.ok(out.length > 0, 'the bin logged something')
+  const secrets: Array<[string, string]> = [
+    ['the access token', access], ['the refreshed access token', access2],
+    ['the refresh token', refresh], ['the rotated refresh token', refresh2],
+    ['the access token signature', access.split('.')[2]], ['the refresh token MAC', refresh.slice(refresh.lastIndexOf('.') + 1)],
+    ['the password', ALICE_PW], ['the secret', secret]
+  ]
+  for (const [what, value] of secrets) t.notOk(all.includes(value), `the logs do not contain ${what}`)
+
+  const lines = out.split('\n').filter(l => l.trim() !== '').map(l => { try { return JSON.parse(l) as Record<string, unknown> } catch { return { raw: l } } })
+  for (const id of ['req-login-1', 'req-proxy-2', 'req-refresh-3', 'req-logout-4']) {
+    t.ok(lines.some(l => l.reqId === id), `log lines carry reqId ${id}`)
+  }
+})
