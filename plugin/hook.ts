@@ -139,7 +139,12 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     done()
   }
 
-  return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction): void {
+    // Routes with config.auth are enforced here, at the end of this one hook, rather than by more hooks.
+    const policy = request.routeOptions.config?.auth
+    const done: HookHandlerDoneFunction = policy === undefined || policy === false
+      ? next
+      : () => { enforce(request, reply, policy, next) }
     const headers = request.headers
     let access: string | undefined
     let refresh: string | undefined
@@ -176,9 +181,8 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     }
 
     if (access !== undefined) {
-      const r = sessions.tokens.verifyAccess(access)
-      if (r.ok) {
-        const auth = sessions.authInfo(r.payload, access)
+      const auth = sessions.checkAccess(access)
+      if (typeof auth === 'object') {
         const revoked = sessions.revocations.isRevoked(auth.sessionId)
         if (revoked === false) { checked(request, reply, auth, refresh, mark, done); return }
         if (revoked === true) { fail(request, new TokenRevokedError(), done); return }
@@ -188,7 +192,7 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
         )
         return
       }
-      if (!r.expired) { fail(request, new TokenInvalidError(), done); return }
+      if (auth === 'invalid') { fail(request, new TokenInvalidError(), done); return }
       if (refresh === undefined || mark !== undefined) { fail(request, new TokenExpiredError(), done); return }
     } else if (mark !== undefined) {
       // tokengate's own login/refresh routes handle the refresh token themselves.
@@ -213,6 +217,18 @@ export function challenge (reply: FastifyReply, err: TokengateError): void {
   }
 }
 
+function enforce (request: FastifyRequest, reply: FastifyReply, policy: true | { roles?: string[] }, done: HookHandlerDoneFunction): void {
+  if (request.auth === null) {
+    const err = request[kAuthError] ?? new TokenMissingError()
+    challenge(reply, err)
+    done(err)
+    return
+  }
+  const roles = typeof policy === 'object' ? policy.roles : undefined
+  if (roles === undefined || roles.length === 0 || roles.some(r => request.auth!.roles.includes(r))) done()
+  else done(new ForbiddenError())
+}
+
 /** `app.authenticate`: an onRequest hook for protected routes: 401 (or the kept error) unless authenticated. */
 export function authenticate (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   if (request.auth !== null) { done(); return }
@@ -221,7 +237,7 @@ export function authenticate (request: FastifyRequest, reply: FastifyReply, done
   done(err)
 }
 
-/** An onRequest hook requiring one of `roles` (after authenticate). */
+/** An onRequest hook requiring one of `roles` (after authenticate): 403 TOKENGATE_FORBIDDEN otherwise. */
 export function requireRoles (roles: readonly string[]) {
   return function tokengateRoles (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
     const have = request.auth?.roles ?? []

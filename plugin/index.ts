@@ -2,8 +2,8 @@
 // fp(): options → tokens, store, revocation feed → hook, routes, decorators.
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
-import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
-import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie, requireRoles } from './hook.js'
+import type { FastifyInstance, onRequestHookHandler } from 'fastify'
+import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerRoutes } from './routes.js'
@@ -46,12 +46,10 @@ declare module 'fastify' {
     auth: AuthInfo | null
   }
   interface FastifyContextConfig {
-    /** Per-route auth: true or { roles } runs `authenticate` (and the role check) before the route. */
+    /** Per-route auth: true or { roles }: 401 unless authenticated (403 without one of the roles), checked in tokengate's hook. */
     auth?: boolean | RouteAuthConfig
   }
 }
-
-type Hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void
 
 async function tokengate (app: FastifyInstance, options: TokengateOptions): Promise<void> {
   const opts = resolveOptions(options)
@@ -98,16 +96,6 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   }
   app.decorate('tokengate', api)
   app.decorate('authenticate', authenticate as onRequestHookHandler)
-
-  // Per-route policy: config: { auth: true | { roles } } runs authenticate (and the role check) first.
-  app.addHook('onRoute', (route) => {
-    const auth = route.config?.auth
-    if (auth === undefined || auth === false) return
-    const hooks: Hook[] = [authenticate]
-    if (typeof auth === 'object' && auth.roles !== undefined && auth.roles.length > 0) hooks.push(requireRoles(auth.roles))
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-    route.onRequest = [...hooks, ...existing] as never
-  })
 
   app.addHook('onRequest', buildHook(app, opts, sessions, cookies))
 

@@ -44,10 +44,11 @@ export interface SessionInfo {
 }
 
 const MAX_USER_AGENT = 512
+/** Verified access tokens remembered (oldest dropped first). */
+const VERIFIED_MAX = 10_000
 
 export class Sessions {
-  // fast-jwt's cache hands back the same payload object for the same token: derive AuthInfo once per token.
-  private readonly infos = new WeakMap<AccessPayload, AuthInfo>()
+  private readonly verified = new Map<string, { info: AuthInfo, until: number }>()
 
   constructor (
     private readonly opts: ResolvedOptions,
@@ -193,37 +194,54 @@ export class Sessions {
     }
   }
 
-  /** The AuthInfo of a verified payload, derived once per token and frozen (it is shared). */
-  authInfo (payload: AccessPayload, token: string): AuthInfo {
-    let info = this.infos.get(payload)
-    if (info === undefined || info.token !== token) {
-      const claims: Record<string, unknown> = {}
-      for (const k in payload) if (!RESERVED_CLAIMS.has(k)) claims[k] = payload[k]
-      info = Object.freeze({
-        userId: payload.sub,
-        sessionId: payload.sid,
-        roles: Object.freeze(Array.isArray(payload.roles) ? [...payload.roles] : []),
-        claims: Object.freeze(claims),
-        token
-      })
-      this.infos.set(payload, info)
+  /** The AuthInfo of a verified payload, frozen (it is shared by every request with that token). */
+  private authInfo (payload: AccessPayload, token: string): AuthInfo {
+    const claims: Record<string, unknown> = {}
+    for (const k in payload) if (!RESERVED_CLAIMS.has(k)) claims[k] = payload[k]
+    return Object.freeze({
+      userId: payload.sub,
+      sessionId: payload.sid,
+      roles: Object.freeze(Array.isArray(payload.roles) ? [...payload.roles] : []),
+      claims: Object.freeze(claims),
+      token
+    })
+  }
+
+  /**
+   * Verifies an access token (revocation not included). Verified tokens are remembered by their exact
+   * string until they expire, so a token seen before costs one Map lookup: no hashing, no JSON, no
+   * AuthInfo rebuilt. Misses go to @fastify/jwt (fast-jwt, its own cache on).
+   */
+  checkAccess (token: string): AuthInfo | 'expired' | 'invalid' {
+    const hit = this.verified.get(token)
+    if (hit !== undefined) {
+      if (hit.until > Date.now()) return hit.info
+      this.verified.delete(token)
     }
+    const r = this.tokens.verifyAccess(token)
+    if (!r.ok) return r.expired ? 'expired' : 'invalid'
+    const info = this.authInfo(r.payload, token)
+    if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string)
+    this.verified.set(token, { info, until: r.payload.exp * 1000 + this.opts.clockToleranceMs })
     return info
   }
 
   async verify (accessToken: string): Promise<AuthInfo> {
     if (typeof accessToken !== 'string' || accessToken.length === 0) throw new TokenMissingError()
-    const r = this.tokens.verifyAccess(accessToken)
-    if (!r.ok) throw r.expired ? new TokenExpiredError() : new TokenInvalidError()
-    let revoked: boolean
-    try {
-      revoked = await this.revocations.isRevoked(r.payload.sid)
-    } catch (err) {
-      this.log.error({ err }, 'tokengate: revocation check failed (feed and store down)')
-      throw new StoreUnavailableError()
+    const auth = this.checkAccess(accessToken)
+    if (auth === 'expired') throw new TokenExpiredError()
+    if (auth === 'invalid') throw new TokenInvalidError()
+    let revoked = this.revocations.isRevoked(auth.sessionId)
+    if (typeof revoked !== 'boolean') {
+      try {
+        revoked = await revoked
+      } catch (err) {
+        this.log.error({ err }, 'tokengate: revocation check failed (feed and store down)')
+        throw new StoreUnavailableError()
+      }
     }
     if (revoked) throw new TokenRevokedError()
-    return this.authInfo(r.payload, accessToken)
+    return auth
   }
 
   async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {
