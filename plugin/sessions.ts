@@ -43,7 +43,7 @@ export interface SessionInfo {
   current?: boolean
 }
 
-const MAX_USER_AGENT = 512
+const MAX_USER_AGENT = 256
 /** Verified access tokens remembered (oldest dropped first). */
 const VERIFIED_MAX = 10_000
 

@@ -117,20 +117,25 @@ export class RedisStore implements SessionStore {
   }
 
   async create (s: NewSession, t: SessionTimes): Promise<void> {
+    const fields: Array<string | number> = ['h', s.refreshHash, 're', s.refreshExpiresAt, 'st', s.createdAt, 'lu', t.now]
+    chunked('ro', JSON.stringify(s.roles), fields)
+    chunked('cl', JSON.stringify(s.claims), fields)
+    if (s.ip !== undefined && s.ip !== '') chunked('ip', s.ip, fields)
+    if (s.userAgent !== undefined && s.userAgent !== '') chunked('ua', s.userAgent, fields)
     await this.bounded(this.scripts.tokengateCreate(
       this.recordKey(s.userId, s.sessionId), this.indexKey(s.userId),
-      s.sessionId, s.refreshHash, s.refreshExpiresAt, s.createdAt, t.now, t.extraMs,
-      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims)
+      s.sessionId, t.now, s.refreshExpiresAt, t.extraMs, ...fields
     ))
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
+    const replace: string[] = []
+    if (i.roles !== undefined) chunked('ro', JSON.stringify(i.roles), replace)
+    if (i.claims !== undefined) chunked('cl', JSON.stringify(i.claims), replace)
     const r = await this.bounded(this.scripts.tokengateRotate(
       this.recordKey(i.userId, i.sessionId), this.indexKey(i.userId),
       i.presentedHash, i.successorHash, i.now, i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs,
-      i.rotate ? '1' : '0', i.graceMs, i.sessionId,
-      i.roles === undefined ? '' : JSON.stringify(i.roles),
-      i.claims === undefined ? '' : JSON.stringify(i.claims)
+      i.rotate ? '1' : '0', i.graceMs, i.sessionId, ...replace
     )) as [string, number?, string[]?, number?]
     if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, record: parseRecord(i.sessionId, r[2]!, i.now + r[3]!) }
     return { status: r[0] as 'missing' | 'reused' }
@@ -226,6 +231,39 @@ export class RedisStore implements SessionStore {
   }
 }
 
+/**
+ * Redis keeps a hash compact (a listpack, about half the memory of a hashtable) only while every value
+ * fits hash-max-listpack-value (64 bytes by default). A longer value (a browser's user agent, large
+ * claims) is stored as `field`, `field.1`, `field.2`, ... of at most 64 bytes each, split between
+ * characters, and joined again on read.
+ */
+export const CHUNK_BYTES = 64
+
+export function chunked (field: string, value: string, out: Array<string | number>): void {
+  let part = ''
+  let bytes = 0
+  let n = 0
+  for (const ch of value) {
+    const size = ch.length === 2 ? 4 : ch.charCodeAt(0) < 0x80 ? 1 : ch.charCodeAt(0) < 0x800 ? 2 : 3
+    if (bytes + size > CHUNK_BYTES) {
+      out.push(n === 0 ? field : `${field}.${n}`, part)
+      n++
+      part = ''
+      bytes = 0
+    }
+    part += ch
+    bytes += size
+  }
+  out.push(n === 0 ? field : `${field}.${n}`, part)
+}
+
+function joined (h: Record<string, string>, field: string): string | undefined {
+  let value = h[field]
+  if (value === undefined) return undefined
+  for (let n = 1; h[`${field}.${n}`] !== undefined; n++) value += h[`${field}.${n}`]
+  return value
+}
+
 function parseRecord (sessionId: string, flat: string[], expiresAt: number): SessionRecord {
   const h: Record<string, string> = {}
   for (let i = 0; i < flat.length; i += 2) h[flat[i]] = flat[i + 1]
@@ -236,9 +274,9 @@ function parseRecord (sessionId: string, flat: string[], expiresAt: number): Ses
     createdAt: Number(h.st),
     lastUsedAt: Number(h.lu),
     expiresAt,
-    ip: h.ip,
-    userAgent: h.ua,
-    roles: JSON.parse(h.ro ?? '[]'),
-    claims: JSON.parse(h.cl ?? '{}')
+    ip: joined(h, 'ip'),
+    userAgent: joined(h, 'ua'),
+    roles: JSON.parse(joined(h, 'ro') ?? '[]'),
+    claims: JSON.parse(joined(h, 'cl') ?? '{}')
   }
 }

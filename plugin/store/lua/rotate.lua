@@ -1,7 +1,7 @@
 -- Rotation, the grace window and reuse detection, atomically.
 -- KEYS: record, index
 -- ARGV: presentedHash, successorHash, now, refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs,
---       sessionId, rolesJson ('' = keep), claimsJson ('' = keep)
+--       sessionId, then field/value pairs replacing roles and claims (none = keep them)
 local f = redis.call('HMGET', KEYS[1], 'h', 'p', 'pt', 'st')
 if not f[1] then return { 'missing' } end
 local now = tonumber(ARGV[3])
@@ -24,6 +24,14 @@ else
   return { 'reused' }
 end
 redis.call('HSET', KEYS[1], 'lu', ARGV[3])
-if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'ro', ARGV[10]) end
-if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'cl', ARGV[11]) end
+if #ARGV > 9 then
+  -- New roles and/or claims: drop the replaced values' continuation fields ('ro.1', 'cl.1', ...) first.
+  local replaced = {}
+  for i = 10, #ARGV, 2 do replaced[string.match(ARGV[i], '^[^.]+')] = true end
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local base, n = string.match(field, '^([^.]+)%.(%d+)$')
+    if n and replaced[base] then redis.call('HDEL', KEYS[1], field) end
+  end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+end
 return { 'ok', grace, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1]) }
