@@ -181,8 +181,9 @@ export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.e
   let json: unknown
   try {
     json = JSON.parse(text)
-  } catch (err) {
-    throw new ConfigError('(file)', `is not valid JSON: ${(err as Error).message}`)
+  } catch {
+    // Not JSON.parse's message: it quotes the text around the error, which may be a secret.
+    throw new ConfigError('(file)', `is not valid JSON: ${full}`)
   }
   return parseConfig(json, { env, baseDir: path.dirname(full) })
 }

@@ -53,7 +53,10 @@ export function instrument (app: FastifyInstance, metrics: Metrics): void {
   })
   app.addHook('onError', (_request, _reply, error, done) => {
     const code = (error as { code?: unknown }).code
-    if (typeof code === 'string' && code.startsWith('TOKENGATE_')) metrics.authFailures.inc({ code })
+    if (typeof code === 'string' && code.startsWith('TOKENGATE_')) {
+      metrics.authFailures.inc({ code })
+      if (code.startsWith('TOKENGATE_REFRESH_')) metrics.refreshes.inc({ result: 'failure' })
+    }
     done()
   })
   app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {

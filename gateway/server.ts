@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import { hashPasswordCommand, keygen } from './cli.js'
 import { ConfigError, loadConfigFile } from './config.js'
 import { buildGateway } from './index.js'
+import { OptionError } from '../plugin/index.js'
 
 const USAGE = `usage:
   tokengate [--config gateway.config.json]   run the gateway (or TOKENGATE_CONFIG)
@@ -36,7 +37,14 @@ export async function startGateway (args: string[], env: NodeJS.ProcessEnv = pro
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'gateway: stopping after an error')
     else app.log.info({ signal }, 'gateway: stopping: draining in-flight requests')
-    await app.close()
+    // close() ends the connections idle when it starts; keep-alive connections whose in-flight request
+    // finishes later become idle then, and are closed on the next sweep.
+    const sweep = setInterval(() => { app.server.closeIdleConnections() }, 50)
+    try {
+      await app.close()
+    } finally {
+      clearInterval(sweep)
+    }
   })
   return app
 }
@@ -63,7 +71,10 @@ const invoked = process.argv[1] !== undefined && realpathSync(process.argv[1]) =
 if (invoked) {
   main(process.argv.slice(2)).catch((err: Error) => {
     // One line naming the problem (a config error names its field); never a token or a secret.
-    process.stderr.write(`tokengate: ${err instanceof ConfigError ? err.message : `${err.name}: ${err.message}`}\n`)
-    process.exit(err instanceof ConfigError ? 78 : 1)
+    const config = err instanceof ConfigError
+      ? err
+      : err instanceof OptionError ? new ConfigError(`tokens.${err.option}`, err.problem) : undefined
+    process.stderr.write(`tokengate: ${config !== undefined ? config.message : `${err.name}: ${err.message}`}\n`)
+    process.exit(config !== undefined ? 78 : 1)
   })
 }

@@ -131,7 +131,7 @@ export function durationMs (value: Duration, name: string): number {
 }
 
 export class OptionError extends Error {
-  constructor (option: string, problem: string) {
+  constructor (readonly option: string, readonly problem: string) {
     super(`tokengate: option "${option}" ${problem}`)
     this.name = 'TokengateOptionError'
   }

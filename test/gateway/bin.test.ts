@@ -1,0 +1,439 @@
+// The gateway as a user runs it: the bin from source in a child process, a config file on disk, the
+// shared Redis, a real echo upstream, real HTTP. Also `npm start`'s demo and its printed curl steps.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import http, { type IncomingHttpHeaders } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import t from 'tap'
+import { hashPassword } from '../../gateway/login.js'
+import { SECRET, sleep } from '../helpers/app.js'
+import { deletePrefix, freePort, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+// ---- helpers ----------------------------------------------------------------------------------------
+
+interface Seen { method: string, url: string, headers: IncomingHttpHeaders }
+
+/** An upstream on loopback that answers with what it received; paths with /slow answer after 1.5 s. */
+async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArrived: () => Promise<void>, close: () => Promise<void> }> {
+  const seen: Seen[] = []
+  let onSlow: (() => void) | undefined
+  const server = http.createServer((req, res) => {
+    const rec: Seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers }
+    seen.push(rec)
+    req.resume()
+    const send = (body: unknown): void => {
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify(body))
+    }
+    if (rec.url.includes('/slow')) {
+      onSlow?.()
+      setTimeout(() => send({ ...rec, pad: 'x'.repeat(200_000) }), 1500)
+      return
+    }
+    send(rec)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    slowArrived: async () => await new Promise<void>(resolve => { onSlow = resolve }),
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>(resolve => server.close(() => resolve()))
+    }
+  }
+}
+
+interface Proc {
+  child: ChildProcess
+  port: number
+  stdout: () => string
+  stderr: () => string
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+function childEnv (extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env }
+  for (const k of ['TOKENGATE_SECRET', 'TOKENGATE_CONFIG', 'REDIS_URL', 'PORT', 'DEMO_UPSTREAM_PORT']) delete env[k]
+  for (const [k, v] of Object.entries(extra)) if (v === undefined) delete env[k]; else env[k] = v
+  return env
+}
+
+/** Spawns a TypeScript entry point from source; resolves once `ready` matches stdout (or rejects on exit / after 20 s). */
+async function spawnSource (file: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Proc & { match: RegExpMatchArray }> {
+  const child = spawn(process.execPath, [...process.execArgv, file, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  children.push(child)
+  let out = ''
+  let err = ''
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d })
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const match = await new Promise<RegExpMatchArray>((resolve, reject) => {
+    const timer = setTimeout(() => { cleanup(); reject(new Error(`${file} did not get ready in 20 s\nstdout: ${out}\nstderr: ${err}`)) }, 20_000)
+    const check = (): void => {
+      const m = out.match(ready)
+      if (m !== null) { cleanup(); resolve(m) }
+    }
+    const onExit = (code: number | null): void => { cleanup(); reject(new Error(`${file} exited (${code}) before it was ready\nstdout: ${out}\nstderr: ${err}`)) }
+    function cleanup (): void {
+      clearTimeout(timer)
+      child.stdout!.off('data', check)
+      child.off('exit', onExit)
+    }
+    child.stdout!.on('data', check)
+    child.once('exit', onExit)
+    check()
+  })
+  return { child, port: 0, stdout: () => out, stderr: () => err, exited, match }
+}
+
+async function startGatewayBin (configFile: string, env: NodeJS.ProcessEnv): Promise<Proc> {
+  const p = await spawnSource('gateway/server.ts', ['--config', configFile], env, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
+  return { ...p, port: Number(p.match[1]) }
+}
+
+interface Res { status: number, headers: Headers, text: string, json: () => any }
+
+async function call (port: number, urlPath: string, opts: { method?: string, headers?: Record<string, string>, body?: unknown } = {}): Promise<Res> {
+  const headers: Record<string, string> = { ...opts.headers }
+  if (opts.body !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(`http://127.0.0.1:${port}${urlPath}`, {
+    method: opts.method ?? 'GET',
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    signal: AbortSignal.timeout(15_000)
+  })
+  const text = await res.text()
+  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) }
+}
+
+interface Pair { accessToken: string, refreshToken: string, tokenType: string, expiresIn: number, refreshExpiresIn: number, sessionId: string }
+
+async function login (port: number, username: string, password: string): Promise<Pair> {
+  const res = await call(port, '/auth/login', { method: 'POST', body: { username, password } })
+  if (res.status !== 200) throw new Error(`login ${username}: ${res.status} ${res.text}`)
+  return res.json()
+}
+
+const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
+
+// ---- setup: one upstream, three gateways (main, 1 s access tokens, SIGTERM), all from the bin ----------
+
+const children: ChildProcess[] = []
+t.teardown(() => { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
+
+const rUrl = await redisUrl()
+const redis = new Redis(rUrl)
+const upstream = await startUpstream()
+const dir = await mkdtemp(path.join(os.tmpdir(), 'tokengate-bin-'))
+const prefixes = { main: uniquePrefix('gw-bin'), ttl: uniquePrefix('gw-bin-ttl'), term: uniquePrefix('gw-bin-term') }
+t.teardown(async () => {
+  for (const p of Object.values(prefixes)) await deletePrefix(redis, p)
+  redis.disconnect()
+  await upstream.close()
+  await rm(dir, { recursive: true, force: true })
+})
+
+await writeFile(path.join(dir, 'users.json'), JSON.stringify([
+  { sub: 'alice', roles: ['user'], passwordHash: await hashPassword('pw') },
+  { sub: 'bob', roles: ['user', 'admin'], passwordHash: await hashPassword('pw2') }
+]))
+
+const up = `http://127.0.0.1:${upstream.port}`
+async function writeConfig (name: string, prefix: string, tokens: Record<string, unknown> = {}): Promise<string> {
+  const file = path.join(dir, name)
+  await writeFile(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: await freePort() },
+    redis: { url: rUrl },
+    // eslint-disable-next-line no-template-curly-in-string
+    tokens: { secret: '${TOKENGATE_SECRET}', keyPrefix: prefix, ...tokens },
+    login: { usersFile: 'users.json' },
+    routes: [
+      { prefix: '/api', upstream: up, auth: 'required' },
+      { prefix: '/admin', upstream: up, auth: 'required', roles: ['admin'] },
+      { prefix: '/opt', upstream: up, auth: 'optional' },
+      { prefix: '/pub', upstream: up, auth: 'public' }
+    ],
+    logLevel: 'info'
+  }, null, 2))
+  return file
+}
+
+const env = childEnv({ TOKENGATE_SECRET: SECRET })
+// `npm start` as a new user runs it: no TOKENGATE_SECRET, no REDIS_URL; PORT and DEMO_UPSTREAM_PORT set.
+const hasCurl = spawnSync('curl', ['--version'], { stdio: 'ignore' }).status === 0
+const demoPorts = { port: await freePort(), upstream: await freePort() }
+const demoStart = hasCurl
+  ? spawnSource('gateway/demo.ts', [], childEnv({ PORT: String(demoPorts.port), DEMO_UPSTREAM_PORT: String(demoPorts.upstream), TOKENGATE_SECRET: undefined }), /Ctrl-C stops it\./)
+    .then(p => ({ p }), (err: Error) => ({ err }))
+  : undefined
+const [main, ttl, term] = await Promise.all([
+  startGatewayBin(await writeConfig('main.json', prefixes.main), env),
+  startGatewayBin(await writeConfig('ttl.json', prefixes.ttl, { accessTokenTtl: '1s' }), env),
+  startGatewayBin(await writeConfig('term.json', prefixes.term), env)
+])
+
+const SPOOF = { 'x-user-id': 'mallory', 'x-user-roles': 'admin,root', 'x-session-id': 'forged-session', 'x-user-anything': 'zzz' }
+
+// ---- tests ---------------------------------------------------------------------------------------------
+
+t.test('login: 200 with a TokenPair (session in the shared Redis under the prefix), bad password 401', async t => {
+  const res = await call(main.port, '/auth/login', { method: 'POST', body: { username: 'alice', password: 'pw' } })
+  t.equal(res.status, 200, res.text)
+  const pair = res.json() as Pair
+  t.type(pair.accessToken, 'string')
+  t.type(pair.refreshToken, 'string')
+  t.equal(pair.tokenType, 'Bearer')
+  t.type(pair.expiresIn, 'number')
+  t.type(pair.refreshExpiresIn, 'number')
+  t.type(pair.sessionId, 'string')
+  const keys = await keysUnder(redis, prefixes.main)
+  t.ok(keys.some(k => k.includes(pair.sessionId)), 'the session is stored in the shared Redis under tokens.keyPrefix')
+
+  const bad = await call(main.port, '/auth/login', { method: 'POST', body: { username: 'alice', password: 'nope' } })
+  t.equal(bad.status, 401)
+  t.equal(bad.json().code, 'TOKENGATE_BAD_CREDENTIALS')
+  t.notMatch(bad.text, /accessToken/)
+  const unknown = await call(main.port, '/auth/login', { method: 'POST', body: { username: 'carol', password: 'pw' } })
+  t.equal(unknown.status, 401)
+  t.equal(unknown.json().code, 'TOKENGATE_BAD_CREDENTIALS')
+})
+
+t.test('/api (required): 401 without a token, upstream not called', async t => {
+  const before = upstream.seen.length
+  const res = await call(main.port, '/api/orders/7', { headers: SPOOF })
+  t.equal(res.status, 401)
+  t.equal(res.json().code, 'TOKENGATE_TOKEN_MISSING')
+  t.equal(upstream.seen.length, before, 'the upstream never saw the request')
+})
+
+t.test('/api with a token: identity headers, path unchanged, tokens and spoofed headers gone', async t => {
+  const pair = await login(main.port, 'alice', 'pw')
+  const res = await call(main.port, '/api/orders/7?x=1', {
+    headers: { ...bearer(pair.accessToken), 'x-refresh-token': pair.refreshToken, ...SPOOF }
+  })
+  t.equal(res.status, 200, res.text)
+  const got = res.json() as Seen
+  t.equal(got.method, 'GET')
+  t.equal(got.url, '/api/orders/7?x=1', 'the path and query arrive unchanged')
+  t.equal(got.headers['x-user-id'], 'alice')
+  t.equal(got.headers['x-user-roles'], 'user')
+  t.equal(got.headers['x-session-id'], pair.sessionId)
+  t.match(got.headers['x-request-id'], UUID)
+  t.equal(res.headers.get('x-request-id'), got.headers['x-request-id'], 'the request id is echoed on the response')
+  t.notOk('authorization' in got.headers, 'no authorization header upstream')
+  t.notOk('x-refresh-token' in got.headers, 'no x-refresh-token upstream')
+  t.notOk('x-user-anything' in got.headers, 'client-sent x-user-* removed')
+  t.notMatch(JSON.stringify(got.headers), /mallory|forged-session|root/, 'no spoofed value reaches the upstream')
+
+  const post = await call(main.port, '/api/orders', { method: 'POST', headers: bearer(pair.accessToken), body: { item: 1 } })
+  t.equal(post.status, 200)
+  t.equal(post.json().method, 'POST')
+  t.equal(post.json().url, '/api/orders')
+})
+
+t.test('x-request-id: a well-formed client id is kept, a malformed one replaced', async t => {
+  const pair = await login(main.port, 'alice', 'pw')
+  const kept = await call(main.port, '/api/r', { headers: { ...bearer(pair.accessToken), 'x-request-id': 'abc-123' } })
+  t.equal(kept.status, 200)
+  t.equal(kept.json().headers['x-request-id'], 'abc-123')
+  t.equal(kept.headers.get('x-request-id'), 'abc-123')
+  for (const bad of ['bad id!', 'a'.repeat(200)]) {
+    const res = await call(main.port, '/api/r', { headers: { ...bearer(pair.accessToken), 'x-request-id': bad } })
+    t.equal(res.status, 200)
+    const id = res.json().headers['x-request-id']
+    t.not(id, bad, `${bad.slice(0, 12)}… is not forwarded`)
+    t.match(id, UUID, 'a fresh id instead')
+    t.equal(res.headers.get('x-request-id'), id)
+  }
+  // public routes get a request id too
+  const pub = await call(main.port, '/pub/r', { headers: { 'x-request-id': 'abc-123' } })
+  t.equal(pub.json().headers['x-request-id'], 'abc-123')
+})
+
+t.test('/admin (roles [admin]): alice 403, bob 200', async t => {
+  const alice = await login(main.port, 'alice', 'pw')
+  const bob = await login(main.port, 'bob', 'pw2')
+  const before = upstream.seen.length
+  const denied = await call(main.port, '/admin/users', { headers: bearer(alice.accessToken) })
+  t.equal(denied.status, 403)
+  t.equal(denied.json().code, 'TOKENGATE_FORBIDDEN')
+  t.equal(upstream.seen.length, before, 'the upstream never saw the forbidden request')
+  const none = await call(main.port, '/admin/users')
+  t.equal(none.status, 401)
+  t.equal(none.json().code, 'TOKENGATE_TOKEN_MISSING')
+  const ok = await call(main.port, '/admin/users', { headers: bearer(bob.accessToken) })
+  t.equal(ok.status, 200, ok.text)
+  t.equal(ok.json().url, '/admin/users')
+  t.equal(ok.json().headers['x-user-id'], 'bob')
+  t.equal(ok.json().headers['x-user-roles'], 'user,admin')
+})
+
+t.test('/opt (optional): anonymous passes without identity, a token adds it', async t => {
+  const anon = await call(main.port, '/opt/feed', { headers: SPOOF })
+  t.equal(anon.status, 200, anon.text)
+  const a = anon.json() as Seen
+  t.equal(a.url, '/opt/feed')
+  t.notOk('x-user-id' in a.headers, 'no x-user-id (the spoofed one is removed)')
+  t.notOk('x-user-roles' in a.headers)
+  t.notOk('x-session-id' in a.headers)
+  t.notOk('x-user-anything' in a.headers)
+  t.match(a.headers['x-request-id'], UUID)
+
+  const pair = await login(main.port, 'alice', 'pw')
+  const authed = await call(main.port, '/opt/feed', { headers: { ...bearer(pair.accessToken), ...SPOOF } })
+  t.equal(authed.status, 200)
+  const b = authed.json() as Seen
+  t.equal(b.headers['x-user-id'], 'alice')
+  t.equal(b.headers['x-user-roles'], 'user')
+  t.equal(b.headers['x-session-id'], pair.sessionId)
+  t.notOk('authorization' in b.headers)
+})
+
+t.test('/pub (public) with a token: 200 and no identity headers at all', async t => {
+  const pair = await login(main.port, 'alice', 'pw')
+  const res = await call(main.port, '/pub/page', { headers: { ...bearer(pair.accessToken), 'x-refresh-token': pair.refreshToken, ...SPOOF } })
+  t.equal(res.status, 200, res.text)
+  const got = res.json() as Seen
+  t.equal(got.url, '/pub/page')
+  for (const h of ['x-user-id', 'x-user-roles', 'x-session-id', 'x-user-anything', 'authorization', 'x-refresh-token']) {
+    t.notOk(h in got.headers, `no ${h} upstream`)
+  }
+  t.match(got.headers['x-request-id'], UUID)
+})
+
+t.test('refresh hook through the proxy: expired access + x-refresh-token → 200 with new tokens', async t => {
+  const pair = await login(ttl.port, 'alice', 'pw')
+  const fresh = await call(ttl.port, '/api/a', { headers: bearer(pair.accessToken) })
+  t.equal(fresh.status, 200, 'the access token works while fresh')
+  await sleep(2100)
+
+  const before = upstream.seen.length
+  const expired = await call(ttl.port, '/api/a', { headers: bearer(pair.accessToken) })
+  t.equal(expired.status, 401)
+  t.equal(expired.json().code, 'TOKENGATE_TOKEN_EXPIRED', 'the access token has expired')
+  t.equal(upstream.seen.length, before)
+
+  const res = await call(ttl.port, '/api/orders/9?y=2', { headers: { ...bearer(pair.accessToken), 'x-refresh-token': pair.refreshToken } })
+  t.equal(res.status, 200, res.text)
+  const got = res.json() as Seen
+  t.equal(got.url, '/api/orders/9?y=2', 'the answer comes from the upstream')
+  t.equal(got.headers['x-user-id'], 'alice')
+  t.equal(got.headers['x-session-id'], pair.sessionId)
+  t.notOk('authorization' in got.headers)
+  t.notOk('x-refresh-token' in got.headers)
+  const newAccess = res.headers.get('x-access-token')
+  const newRefresh = res.headers.get('x-refresh-token')
+  t.ok(newAccess !== null && newAccess !== pair.accessToken, 'a new access token on the response')
+  t.ok(newRefresh !== null && newRefresh !== pair.refreshToken, 'a rotated refresh token on the response')
+
+  const again = await call(ttl.port, '/api/b', { headers: bearer(newAccess ?? '') })
+  t.equal(again.status, 200, 'the new access token works')
+  t.equal(again.json().headers['x-user-id'], 'alice')
+})
+
+t.test('logout: 204, then the same access token is revoked on /api', async t => {
+  const pair = await login(main.port, 'alice', 'pw')
+  t.equal((await call(main.port, '/api/x', { headers: bearer(pair.accessToken) })).status, 200)
+  const out = await call(main.port, '/auth/logout', { method: 'POST', headers: bearer(pair.accessToken) })
+  t.equal(out.status, 204)
+  const before = upstream.seen.length
+  const after = await call(main.port, '/api/x', { headers: bearer(pair.accessToken) })
+  t.equal(after.status, 401)
+  t.equal(after.json().code, 'TOKENGATE_TOKEN_REVOKED')
+  t.equal(upstream.seen.length, before, 'the upstream never saw it')
+  // a second session of the same user is unaffected
+  const other = await login(main.port, 'alice', 'pw')
+  t.equal((await call(main.port, '/api/x', { headers: bearer(other.accessToken) })).status, 200)
+})
+
+t.test('SIGTERM drains an in-flight request and exits 0', async t => {
+  // A keep-alive client, as a load balancer or a Node service with an agent holds its connections.
+  const agent = new http.Agent({ keepAlive: true })
+  t.teardown(() => agent.destroy())
+  const arrived = upstream.slowArrived()
+  const pending = new Promise<{ status: number, body: string }>((resolve, reject) => {
+    http.get(`http://127.0.0.1:${term.port}/pub/slow`, { agent }, res => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (d: string) => { body += d }).on('end', () => resolve({ status: res.statusCode ?? 0, body })).on('error', reject)
+    }).on('error', reject)
+  })
+  await arrived
+  term.child.kill('SIGTERM')
+  const res = await pending
+  t.equal(res.status, 200, 'the in-flight request still gets its answer')
+  const body = JSON.parse(res.body) as Seen & { pad: string }
+  t.equal(body.url, '/pub/slow')
+  t.equal(body.pad.length, 200_000, 'the full body')
+  const exit = await Promise.race([term.exited, sleep(15_000).then(() => 'hung' as const)])
+  t.not(exit, 'hung', 'the process exits within 15 s')
+  if (exit !== 'hung') {
+    t.equal(exit.code, 0, `exit code 0 (stderr: ${term.stderr().trim()})`)
+    t.equal(exit.signal, null)
+  }
+})
+
+t.test('npm start: the demo and its printed curl steps', { skip: demoStart === undefined ? 'curl is not on PATH' : false }, async t => {
+  if (demoStart === undefined) return
+  const started = await demoStart
+  if ('err' in started) throw started.err
+  const demo = started.p
+  t.teardown(() => { if (demo.child.exitCode === null && demo.child.signalCode === null) demo.child.kill('SIGKILL') })
+  const [port, upPort] = [demoPorts.port, demoPorts.upstream]
+  t.match(demo.stdout(), `127.0.0.1:${port}`, 'the gateway on PORT')
+  t.match(demo.stdout(), `127.0.0.1:${upPort}`, 'the demo upstream on DEMO_UPSTREAM_PORT')
+  t.match(demo.stderr(), /TOKENGATE_SECRET is not set/, 'says it made up a secret')
+
+  const lines = demo.stdout().split('\n').map(l => l.trim()).filter(l => l.startsWith('curl ') || l.startsWith('ACCESS='))
+  const loginLine = lines.find(l => l.startsWith('curl ') && l.includes('/auth/login'))
+  const accessLine = lines.find(l => l.startsWith('ACCESS='))
+  const apiLines = lines.filter(l => l.includes('/api/hello'))
+  const publicLine = lines.find(l => l.includes('/public/hello'))
+  const logoutLine = lines.find(l => l.includes('/auth/logout'))
+  t.ok(loginLine !== undefined && accessLine !== undefined && publicLine !== undefined && logoutLine !== undefined, 'login, ACCESS, public and logout steps printed')
+  t.equal(apiLines.length, 2, 'the protected call is printed before and after logout')
+  if (loginLine === undefined || accessLine === undefined || publicLine === undefined || logoutLine === undefined || apiLines.length !== 2) return
+
+  const shellEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` }
+  const sh = (script: string, extra: Record<string, string> = {}): { status: number | null, out: string } => {
+    const r = spawnSync('bash', ['-c', script], { env: { ...shellEnv, ...extra }, encoding: 'utf8', timeout: 15_000 })
+    return { status: r.status, out: r.stdout }
+  }
+
+  const loginOut = sh(loginLine)
+  t.equal(loginOut.status, 0)
+  const pair = JSON.parse(loginOut.out) as Pair
+  t.type(pair.accessToken, 'string', 'the login step prints a token pair')
+  t.type(pair.refreshToken, 'string')
+
+  const acc = sh(`${accessLine}\nprintf '%s' "$ACCESS"`)
+  t.equal(acc.status, 0)
+  const ACCESS = acc.out
+  t.match(ACCESS, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'ACCESS holds a JWT')
+
+  const protectedOut = sh(apiLines[0], { ACCESS })
+  const echo = JSON.parse(protectedOut.out)
+  t.equal(echo.service, 'demo')
+  t.equal(echo.user, 'demo', 'the demo upstream saw the demo user')
+  t.equal(echo.roles, 'user')
+  t.equal(echo.path, '/api/hello')
+  t.equal(echo.sawAuthorization, false)
+
+  const publicOut = JSON.parse(sh(publicLine).out)
+  t.equal(publicOut.path, '/public/hello')
+  t.equal(publicOut.user, null)
+
+  const logoutOut = sh(logoutLine, { ACCESS })
+  t.equal(logoutOut.out.trim(), '204')
+
+  const afterOut = JSON.parse(sh(apiLines[1], { ACCESS }).out)
+  t.equal(afterOut.code, 'TOKENGATE_TOKEN_REVOKED')
+  t.equal(afterOut.statusCode, 401)
+})
