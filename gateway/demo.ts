@@ -35,6 +35,8 @@ async function main (args: string[]): Promise<void> {
   if (args.includes('--upstream-only')) {
     const up = demoUpstream(arg(args, '--name', 'demo'))
     await up.listen({ host: arg(args, '--host', '127.0.0.1'), port: Number(arg(args, '--port', '3001')) })
+    const a = up.server.address() as AddressInfo
+    process.stdout.write(`demo upstream ${arg(args, '--name', 'demo')} listening on ${a.address}:${a.port}\n`)
     process.on('SIGTERM', () => { up.close().then(() => process.exit(0), () => process.exit(1)) })
     process.on('SIGINT', () => { up.close().then(() => process.exit(0), () => process.exit(1)) })
     return

@@ -1,19 +1,18 @@
 // The gateway as a user runs it: the bin from source in a child process, a config file on disk, the
 // shared Redis, a real echo upstream, real HTTP. Also `npm start`'s demo and its printed curl steps.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { hashPassword } from '../../gateway/login.js'
 import { SECRET, sleep } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { childEnv, killChildren, spawnSource, type Proc } from '../helpers/spawn.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 // ---- helpers ----------------------------------------------------------------------------------------
@@ -51,50 +50,7 @@ async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArriv
   }
 }
 
-interface Proc {
-  child: ChildProcess
-  port: number
-  stdout: () => string
-  stderr: () => string
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
-function childEnv (extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const k of ['TOKENGATE_SECRET', 'TOKENGATE_CONFIG', 'REDIS_URL', 'PORT', 'DEMO_UPSTREAM_PORT']) delete env[k]
-  for (const [k, v] of Object.entries(extra)) if (v === undefined) delete env[k]; else env[k] = v
-  return env
-}
-
-/** Spawns a TypeScript entry point from source; resolves once `ready` matches stdout (or rejects on exit / after 20 s). */
-async function spawnSource (file: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Proc & { match: RegExpMatchArray }> {
-  const child = spawn(process.execPath, [...process.execArgv, file, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  let out = ''
-  let err = ''
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
-  const match = await new Promise<RegExpMatchArray>((resolve, reject) => {
-    const timer = setTimeout(() => { cleanup(); reject(new Error(`${file} did not get ready in 20 s\nstdout: ${out}\nstderr: ${err}`)) }, 20_000)
-    const check = (): void => {
-      const m = out.match(ready)
-      if (m !== null) { cleanup(); resolve(m) }
-    }
-    const onExit = (code: number | null): void => { cleanup(); reject(new Error(`${file} exited (${code}) before it was ready\nstdout: ${out}\nstderr: ${err}`)) }
-    function cleanup (): void {
-      clearTimeout(timer)
-      child.stdout!.off('data', check)
-      child.off('exit', onExit)
-    }
-    child.stdout!.on('data', check)
-    child.once('exit', onExit)
-    check()
-  })
-  return { child, port: 0, stdout: () => out, stderr: () => err, exited, match }
-}
-
-async function startGatewayBin (configFile: string, env: NodeJS.ProcessEnv): Promise<Proc> {
+async function startGatewayBin (configFile: string, env: NodeJS.ProcessEnv): Promise<Proc & { port: number }> {
   const p = await spawnSource('gateway/server.ts', ['--config', configFile], env, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
   return { ...p, port: Number(p.match[1]) }
 }
@@ -126,8 +82,7 @@ const bearer = (token: string): Record<string, string> => ({ authorization: `Bea
 
 // ---- setup: one upstream, three gateways (main, 1 s access tokens, SIGTERM), all from the bin ----------
 
-const children: ChildProcess[] = []
-t.teardown(() => { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
+t.teardown(killChildren)
 
 const rUrl = await redisUrl()
 const redis = new Redis(rUrl)
