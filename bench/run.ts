@@ -215,6 +215,9 @@ async function main (): Promise<void> {
     { key: 'naive', name: '5. naive: @fastify/jwt + Redis EXISTS + proxy', url: `http://127.0.0.1:${ports.naive}/api/x`, headers: bearer(tokens.naive) },
     { key: 'refresh', name: '6. POST /auth/refresh (rotation, Redis)', url: `http://127.0.0.1:${ports.gateway}/auth/refresh`, refresh: true }
   ]
+  // BENCH_ONLY=proxy,public,gateway narrows the load part to some variants (for profiling work).
+  const only = process.env.BENCH_ONLY?.split(',')
+  if (only !== undefined) variants.splice(0, variants.length, ...variants.filter(v => only.includes(v.key)))
   const pool = [...tokens.refresh]
   process.stderr.write(`bench: warming up (${variants.length} variants)\n`)
   for (const v of variants) await batch(servers, v, pool, 1)
@@ -228,10 +231,19 @@ async function main (): Promise<void> {
       got[v.key] = await batch(servers, v, pool, BATCH_SEC)
       samples.get(v.key)!.push(got[v.key])
     }
-    authAdds.push(got.gateway.cpuPerReq - got.public.cpuPerReq)
+    if (got.gateway !== undefined && got.public !== undefined) authAdds.push(got.gateway.cpuPerReq - got.public.cpuPerReq)
     process.stderr.write(`bench: round ${r + 1}/${ROUNDS} done\n`)
   }
   await servers.stop()
+  if (only !== undefined) {
+    for (const v of variants) {
+      const s = samples.get(v.key)!
+      process.stdout.write(`${v.key.padEnd(10)} cpu µs/req ${round(trimmedMean(s.map(x => x.cpuPerReq)), 1)}  rps ${Math.round(median(s.map(x => x.rps)))}\n`)
+    }
+    if (authAdds.length > 0) process.stdout.write(`auth adds ${round(trimmedMean(authAdds), 1)} µs\n`)
+    redis.stop()
+    return
+  }
 
   process.stderr.write('bench: verify micro-benchmark\n')
   const verify = await verifyMicro()

@@ -1,7 +1,7 @@
 // buildGateway(config): the tokengate plugin + login provider + rate limits + upstream routes +
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import tokengate, { RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
@@ -55,7 +55,18 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
 
   const metrics = createMetrics()
   instrument(app, metrics)
-  app.addHook('onRequest', (request, reply, done) => {
+  // The request id goes back on every response: proxied answers get it in the proxy's response-header
+  // rewrite and errors in onError, so only the gateway's own routes need a hook for it (hooks cost).
+  const echoRequestId = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    reply.header('x-request-id', request.id)
+    done()
+  }
+  app.addHook('onRoute', (route) => {
+    if ((route.config as { proxied?: boolean } | undefined)?.proxied === true) return
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
+    route.onRequest = [echoRequestId, ...existing] as never
+  })
+  app.addHook('onError', (request, reply, _error, done) => {
     reply.header('x-request-id', request.id)
     done()
   })

@@ -61,11 +61,15 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     // The path reaches the upstream unchanged unless the route says otherwise.
     rewritePrefix: route.rewritePrefix ?? route.prefix,
     websocket: route.websocket,
-    config: auth === undefined ? {} : { auth },
+    config: auth === undefined ? { proxied: true } : { auth, proxied: true },
     disableRequestLogging: true,
     undici: { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
     replyOptions: {
       rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => upstreamHeaders(request, headers, route),
+      rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => {
+        headers['x-request-id'] = request.id
+        return headers
+      },
       onError: mapUpstreamError as never
     },
     wsClientOptions: {

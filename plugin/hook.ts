@@ -139,12 +139,10 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     done()
   }
 
-  return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction): void {
-    // Routes with config.auth are enforced here, at the end of this one hook, rather than by more hooks.
-    const policy = request.routeOptions.config?.auth
-    const done: HookHandlerDoneFunction = policy === undefined || policy === false
-      ? next
-      : () => { enforce(request, reply, policy, next) }
+  // Only tokengate's own routes carry a mark, and they live under the prefix: the (allocating)
+  // request.routeOptions getter is read for those alone.
+  const markedPrefix = opts.routes?.prefix
+  return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     const headers = request.headers
     let access: string | undefined
     let refresh: string | undefined
@@ -166,7 +164,7 @@ export function buildHook (app: FastifyInstance, opts: ResolvedOptions, sessions
     }
     if (access === undefined && refresh === undefined) { done(); return }
 
-    const mark = request.routeOptions.config?.tokengate
+    const mark = markedPrefix !== undefined && request.url.startsWith(markedPrefix) ? request.routeOptions.config?.tokengate : undefined
     if (byCookie) {
       request[kByCookie] = true
       // Double-submit CSRF check for cookie-authenticated unsafe requests; login authenticates by its body.
@@ -217,16 +215,20 @@ export function challenge (reply: FastifyReply, err: TokengateError): void {
   }
 }
 
-function enforce (request: FastifyRequest, reply: FastifyReply, policy: true | { roles?: string[] }, done: HookHandlerDoneFunction): void {
-  if (request.auth === null) {
-    const err = request[kAuthError] ?? new TokenMissingError()
-    challenge(reply, err)
-    done(err)
-    return
+/** The onRequest hook for a route with `config: { auth: true | { roles } }`: authenticate and the role check in one. */
+export function routePolicy (policy: true | { roles?: string[] }) {
+  const roles = typeof policy === 'object' && policy.roles !== undefined && policy.roles.length > 0 ? policy.roles : undefined
+  return function tokengateRoutePolicy (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const auth = request.auth
+    if (auth === null) {
+      const err = request[kAuthError] ?? new TokenMissingError()
+      challenge(reply, err)
+      done(err)
+      return
+    }
+    if (roles === undefined || roles.some(r => auth.roles.includes(r))) done()
+    else done(new ForbiddenError())
   }
-  const roles = typeof policy === 'object' ? policy.roles : undefined
-  if (roles === undefined || roles.length === 0 || roles.some(r => request.auth!.roles.includes(r))) done()
-  else done(new ForbiddenError())
 }
 
 /** `app.authenticate`: an onRequest hook for protected routes: 401 (or the kept error) unless authenticated. */

@@ -3,7 +3,7 @@
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
-import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie } from './hook.js'
+import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie, routePolicy } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerRoutes } from './routes.js'
@@ -46,7 +46,7 @@ declare module 'fastify' {
     auth: AuthInfo | null
   }
   interface FastifyContextConfig {
-    /** Per-route auth: true or { roles }: 401 unless authenticated (403 without one of the roles), checked in tokengate's hook. */
+    /** Per-route auth: true or { roles }: 401 unless authenticated, 403 without one of the roles. */
     auth?: boolean | RouteAuthConfig
   }
 }
@@ -96,6 +96,14 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   }
   app.decorate('tokengate', api)
   app.decorate('authenticate', authenticate as onRequestHookHandler)
+
+  // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own.
+  app.addHook('onRoute', (route) => {
+    const policy = route.config?.auth
+    if (policy === undefined || policy === false) return
+    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
+    route.onRequest = [routePolicy(policy), ...existing] as never
+  })
 
   app.addHook('onRequest', buildHook(app, opts, sessions, cookies))
 
