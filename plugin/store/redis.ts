@@ -103,8 +103,12 @@ export class RedisStore implements SessionStore {
     return this.client as unknown as Scripted
   }
 
-  /** Bounds a call even on a client whose options (a user's instance) would let it wait forever. */
+  /**
+   * Bounds a call even on a client whose options (a user's instance) would let it wait forever; the
+   * connections tokengate opens itself carry a command timeout already and need no timer per call.
+   */
   private async bounded<T> (p: Promise<T>): Promise<T> {
+    if (this.owned) return await p
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`Redis did not answer within ${this.timeoutMs}ms`)), this.timeoutMs)
