@@ -5,7 +5,6 @@
 import t, { type Test } from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -13,6 +12,7 @@ import { Redis } from 'ioredis'
 import { SignJWT, createLocalJWKSet, decodeProtectedHeader, importPKCS8, jwtVerify, type JSONWebKeySet } from 'jose'
 import { buildGateway } from '../../gateway/index.js'
 import { hashPassword } from '../../gateway/login.js'
+import { startEchoUpstream } from '../helpers/upstream.js'
 import { SECRET } from '../helpers/app.js'
 import { deletePrefix, redisUrl, uniquePrefix } from '../helpers/redis.js'
 
@@ -45,16 +45,9 @@ async function usersFile (): Promise<string> {
 let echoUrl: string | undefined
 async function echoUpstream (): Promise<string> {
   if (echoUrl !== undefined) return echoUrl
-  const server = http.createServer((req, res) => {
-    req.resume()
-    req.on('end', () => {
-      res.setHeader('content-type', 'application/json')
-      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }))
-    })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => { server.closeAllConnections(); await new Promise<void>(resolve => server.close(() => resolve())) })
-  echoUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const up = await startEchoUpstream()
+  t.teardown(up.close)
+  echoUrl = up.url
   return echoUrl
 }
 

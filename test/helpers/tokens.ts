@@ -1,4 +1,5 @@
 // Hand-made tokens for hostile and expiry tests, signed outside tokengate.
+import { createHash } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { SECRET } from './app.js'
 
@@ -30,3 +31,15 @@ export function craftAccessToken (claims: Record<string, unknown>, o: CraftOptio
 /** Base64url JSON helpers for tampering with a token's parts. */
 export const b64json = (part: string): Record<string, unknown> => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
 export const toB64json = (obj: unknown): string => Buffer.from(JSON.stringify(obj)).toString('base64url')
+
+export interface RefreshParts { userId: string, sessionId: string, refreshId: string, expiresAt: number }
+
+/** Splits a refresh token `tgr1.<b64url userId>.<sessionId>.<refreshId>.<expiry base36>.<mac>`. */
+export function refreshParts (token: string): RefreshParts {
+  const p = token.split('.')
+  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
+  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], expiresAt: parseInt(p[4], 36) }
+}
+
+/** What the store keeps for a refresh token's id: 128 bits of its SHA-256, base64url. */
+export const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)

@@ -1,27 +1,14 @@
 // The origin's five steps (DESIGN.md "The scenario it automates"), with the origin defaults:
 // access token 10 minutes, refresh token 1 day, HS256.
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { buildApp, login, sleep, type TestApp } from '../helpers/app.js'
 import { keysUnder } from '../helpers/redis.js'
-import { b64json, craftAccessToken } from '../helpers/tokens.js'
+import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
 const ACCESS_TTL_MS = 600_000
 const REFRESH_TTL_MS = 86_400_000
-
-interface RefreshParts { userId: string, sessionId: string, refreshId: string, expiresAt: number }
-
-/** Splits a refresh token `tgr1.<b64url userId>.<sessionId>.<refreshId>.<expiry base36>.<mac>`. */
-function refreshParts (token: string): RefreshParts {
-  const p = token.split('.')
-  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
-  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], expiresAt: parseInt(p[4], 36) }
-}
-
-/** What the store keeps for a refresh id: 128 bits of its SHA-256, base64url. */
-const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)
 
 const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
 const indexKey = (prefix: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:sessions`

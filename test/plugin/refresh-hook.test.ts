@@ -1,23 +1,13 @@
 // More refresh-hook cases: the origin's non-rotating mode, the hook staying out of tokengate's own routes,
 // per-route roles, refreshClaims, and the audit hooks.
-import { createHash } from 'node:crypto'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import tokengate, { type AuditMeta, type TokengateOptions } from '../../plugin/index.js'
 import { buildApp, login, SECRET, sleep, verifyCredentials } from '../helpers/app.js'
 import { deletePrefix, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
-import { b64json, craftAccessToken } from '../helpers/tokens.js'
+import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
-interface RefreshParts { userId: string, sessionId: string, refreshId: string, expiresAt: number }
-
-function refreshParts (token: string): RefreshParts {
-  const p = token.split('.')
-  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
-  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], expiresAt: parseInt(p[4], 36) }
-}
-
-const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)
 const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
 const expiredAccess = (sessionId: string, sub = 'u-alice', roles = ['user']): string =>
   craftAccessToken({ sub, sid: sessionId, roles }, { expiresInSec: -30 })
