@@ -1,7 +1,7 @@
 // buildGateway(config): the tokengate plugin + login provider + rate limits + upstream routes +
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import tokengate, { RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
@@ -39,6 +39,12 @@ function rateLimited (retryAfterMs: number): Error {
   return err
 }
 
+/** Runs `hook` first among a route's own onRequest hooks. */
+function prependOnRequest (route: RouteOptions, hook: (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void | Promise<void>): void {
+  const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
+  route.onRequest = [hook, ...existing] as never
+}
+
 export function buildGateway (input: unknown, options: BuildOptions = {}): FastifyInstance {
   const config: GatewayConfig = parseConfig(input, { baseDir: options.baseDir, env: options.env })
 
@@ -63,8 +69,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   }
   app.addHook('onRoute', (route) => {
     if ((route.config as { proxied?: boolean } | undefined)?.proxied === true) return
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-    route.onRequest = [echoRequestId, ...existing] as never
+    prependOnRequest(route, echoRequestId)
   })
   app.addHook('onError', (request, reply, _error, done) => {
     reply.header('x-request-id', request.id)
@@ -110,8 +115,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
       const r = await limiter(request)
       if (!r.isAllowed && r.isExceeded) throw rateLimited(r.ttl)
     }
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-    route.onRequest = [check, ...existing] as never
+    prependOnRequest(route, check)
   })
 
   const tokenOptions = {
