@@ -60,7 +60,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   })
 
   const metrics = createMetrics()
-  instrument(app, metrics)
+  const { recorder } = instrument(app, metrics)
   // The request id goes back on every response: proxied answers get it in the proxy's response-header
   // rewrite and errors in onError, so only the gateway's own routes need a hook for it (hooks cost).
   const echoRequestId = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
@@ -68,7 +68,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     done()
   }
   app.addHook('onRoute', (route) => {
-    if ((route.config as { proxied?: boolean } | undefined)?.proxied === true) return
+    if ((route.config as { proxied?: unknown } | undefined)?.proxied !== undefined) return
     prependOnRequest(route, echoRequestId)
   })
   app.addHook('onError', (request, reply, _error, done) => {
@@ -163,7 +163,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     })
   }
 
-  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route) })
+  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`)) })
 
   return app
 }

@@ -37,43 +37,52 @@ interface Series {
   count: number
 }
 
+/** Counts one request of a route: (method, status, seconds). */
+export type Recorder = (method: string, status: number, seconds: number) => void
+
 /**
  * Counts every request by route, method and status, with a latency histogram, and serves GET /metrics.
- * Each route gets its own onResponse hook holding its series, so a request costs a few additions: no
- * label hashing (prom-client's per-observation cost) and no request.routeOptions (built per access).
- * The numbers become prom-client metrics when scraped.
+ * Each route holds its own series, so a request costs a few additions: no label hashing (prom-client's
+ * per-observation cost) and no request.routeOptions (built per access). The gateway's own routes record
+ * in an onResponse hook of their own; proxied routes (config.proxied) record when the upstream's answer
+ * arrives and, on errors, in onError, with no hook at all on their success path. The numbers become
+ * prom-client metrics when scraped.
  */
-export function instrument (app: FastifyInstance, metrics: Metrics): void {
+export function instrument (app: FastifyInstance, metrics: Metrics): { recorder: (route: string) => Recorder } {
   const all: Series[] = []
-  function recorder (route: string): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
+  function recorder (route: string): Recorder {
     const byMethod = new Map<string, Series>()
-    return function tokengateMetrics (request, reply, done) {
-      let s = byMethod.get(request.method)
+    return function record (method, status, seconds) {
+      let s = byMethod.get(method)
       if (s === undefined) {
-        s = { route, method: request.method, statuses: new Map(), buckets: new Float64Array(BUCKETS.length + 1), sum: 0, count: 0 }
-        byMethod.set(request.method, s)
+        s = { route, method, statuses: new Map(), buckets: new Float64Array(BUCKETS.length + 1), sum: 0, count: 0 }
+        byMethod.set(method, s)
         all.push(s)
       }
-      s.statuses.set(reply.statusCode, (s.statuses.get(reply.statusCode) ?? 0) + 1)
-      const seconds = reply.elapsedTime / 1000
+      s.statuses.set(status, (s.statuses.get(status) ?? 0) + 1)
       let i = 0
       while (i < BUCKETS.length && seconds > BUCKETS[i]) i++
       s.buckets[i]++
       s.sum += seconds
       s.count++
-      done()
     }
   }
   // The route pattern, never the raw URL: bounded label cardinality and no ids or tokens in labels.
   app.addHook('onRoute', (route) => {
+    if ((route.config as { proxied?: unknown } | undefined)?.proxied !== undefined) return
+    const record = recorder(route.url ?? route.path)
+    const hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+      record(request.method, reply.statusCode, reply.elapsedTime / 1000)
+      done()
+    }
     const existing = route.onResponse === undefined ? [] : Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]
-    route.onResponse = [...existing, recorder(route.url ?? route.path)] as never
+    route.onResponse = [...existing, hook] as never
   })
   // The not-found handler takes no onResponse hook: its requests are counted as it answers.
   const unmatched = recorder('unmatched')
   app.setNotFoundHandler(async (request, reply) => {
     reply.code(404)
-    unmatched(request, reply, () => {})
+    unmatched(request.method, 404, reply.elapsedTime / 1000)
     return { statusCode: 404, error: 'Not Found', message: `Route ${request.method} not found` }
   })
 
@@ -115,7 +124,12 @@ export function instrument (app: FastifyInstance, metrics: Metrics): void {
     })
   } as never)
 
-  app.addHook('onError', (_request, _reply, error, done) => {
+  app.addHook('onError', (request, reply, error, done) => {
+    const proxied = (request.routeOptions.config as { proxied?: Recorder } | undefined)?.proxied
+    if (typeof proxied === 'function') {
+      const status = (error as { statusCode?: number }).statusCode
+      proxied(request.method, status !== undefined && status >= 400 && status < 600 ? status : 500, reply.elapsedTime / 1000)
+    }
     const code = (error as { code?: unknown }).code
     if (typeof code === 'string' && code.startsWith('TOKENGATE_')) {
       metrics.authFailures.inc({ code })
@@ -127,4 +141,5 @@ export function instrument (app: FastifyInstance, metrics: Metrics): void {
     reply.header('content-type', metrics.registry.contentType)
     return await metrics.registry.metrics()
   })
+  return { recorder }
 }

@@ -5,6 +5,7 @@ import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs } from '../plugin/index.js'
 import type { RouteConfig } from './config.js'
+import type { Recorder } from './metrics.js'
 
 const TOKEN_COOKIES = new Set(['tg_access', 'tg_refresh', 'tg_csrf'])
 
@@ -52,7 +53,8 @@ function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { st
   reply.send(timedOut ? new UpstreamTimeoutError() : new UpstreamUnavailableError())
 }
 
-export async function registerUpstream (app: FastifyInstance, route: RouteConfig): Promise<void> {
+/** Registers one route of the table; `record` counts its requests (see metrics.ts). */
+export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder): Promise<void> {
   const timeoutMs = durationMs(route.timeout, 'timeout')
   const auth = route.auth === 'required' ? (route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true) : undefined
   await app.register(httpProxy, {
@@ -61,7 +63,8 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     // The path reaches the upstream unchanged unless the route says otherwise.
     rewritePrefix: route.rewritePrefix ?? route.prefix,
     websocket: route.websocket,
-    config: auth === undefined ? { proxied: true } : { auth, proxied: true },
+    // `proxied` marks the route for the gateway's hooks and carries its metrics recorder.
+    config: auth === undefined ? { proxied: record } : { auth, proxied: record },
     disableRequestLogging: true,
     undici: { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
     replyOptions: {
@@ -69,6 +72,11 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => {
         headers['x-request-id'] = request.id
         return headers
+      },
+      // Counted when the upstream's answer arrives (latency to its headers); errors are counted in onError.
+      onResponse: (request: FastifyRequest, reply: FastifyReply, res: { stream: unknown }) => {
+        record(request.method, reply.statusCode, reply.elapsedTime / 1000)
+        reply.send(res.stream)
       },
       onError: mapUpstreamError as never
     },
