@@ -17,7 +17,7 @@ import { SECRET, type ServerInfo } from './servers.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '../..')
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6)
 const BATCH_SEC = Number(process.env.BENCH_BATCH_SEC ?? 1)
 const CONNECTIONS = 16
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 40)
