@@ -215,6 +215,8 @@ export function challenge (reply: FastifyReply, err: TokengateError): void {
   }
 }
 
+const hasRole = (auth: AuthInfo, roles: readonly string[]): boolean => roles.some(r => auth.roles.includes(r))
+
 /** The onRequest hook for a route with `config: { auth: true | { roles } }`: authenticate and the role check in one. */
 export function routePolicy (policy: true | { roles?: string[] }) {
   const roles = typeof policy === 'object' && policy.roles !== undefined && policy.roles.length > 0 ? policy.roles : undefined
@@ -226,7 +228,7 @@ export function routePolicy (policy: true | { roles?: string[] }) {
       done(err)
       return
     }
-    if (roles === undefined || roles.some(r => auth.roles.includes(r))) done()
+    if (roles === undefined || hasRole(auth, roles)) done()
     else done(new ForbiddenError())
   }
 }
@@ -242,8 +244,7 @@ export function authenticate (request: FastifyRequest, reply: FastifyReply, done
 /** An onRequest hook requiring one of `roles` (after authenticate): 403 TOKENGATE_FORBIDDEN otherwise. */
 export function requireRoles (roles: readonly string[]) {
   return function tokengateRoles (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    const have = request.auth?.roles ?? []
-    if (roles.length === 0 || roles.some(r => have.includes(r))) { done(); return }
+    if (roles.length === 0 || (request.auth !== null && hasRole(request.auth, roles))) { done(); return }
     done(new ForbiddenError())
   }
 }

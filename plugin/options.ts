@@ -1,6 +1,7 @@
 // The plugin's options: one TypeBox schema, defaults in one place, durations resolved to milliseconds.
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
 import type { SessionStore } from './store/index.js'
 
@@ -167,15 +168,10 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
 
   const first = Value.Errors(OptionsSchema, opts).First()
   if (first !== undefined) {
+    // TypeBox reports an unknown option at its own path.
     const path = first.path.replace(/^\//, '').replace(/\//g, '.') || '(options)'
-    const problem = first.path === '' && first.message.startsWith('Unexpected property')
-      ? 'is not a known option'
-      : `is invalid: ${first.message}`
-    // Unknown properties are reported at the object; find their names.
-    if (first.message.toLowerCase().includes('unexpected property')) {
-      throw new OptionError(path, 'is not a known option')
-    }
-    throw new OptionError(path, problem)
+    if (first.type === ValueErrorType.ObjectAdditionalProperties) throw new OptionError(path, 'is not a known option')
+    throw new OptionError(path, `is invalid: ${first.message}`)
   }
   const o = opts as unknown as DataOptions & TokengateOptions
 
