@@ -18,6 +18,9 @@ export interface RedisStoreOptions {
   timeoutMs?: number
 }
 
+/** How often the revocation feed's connection proves it is alive. */
+const HEARTBEAT_MS = 500
+
 const LUA_DIR = new URL('./lua/', import.meta.url)
 const COMMON = readFileSync(new URL('common.lua', LUA_DIR), 'utf8')
 const script = (name: string): string => COMMON + '\n' + readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
@@ -60,6 +63,7 @@ export class RedisStore implements SessionStore {
   private readonly revokedKey: string
   readonly channel: string
   private subscriber?: Client
+  private heartbeat?: NodeJS.Timeout
 
   constructor (opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'tg'
@@ -105,10 +109,11 @@ export class RedisStore implements SessionStore {
 
   /**
    * Bounds a call even on a client whose options (a user's instance) would let it wait forever; the
-   * connections tokengate opens itself carry a command timeout already and need no timer per call.
+   * connections tokengate opens itself carry a command timeout already and need no timer per call
+   * (`always` adds one anyway, for calls off the hot path on connections that may lack it).
    */
-  private async bounded<T> (p: Promise<T>): Promise<T> {
-    if (this.owned) return await p
+  private async bounded<T> (p: Promise<T>, always = false): Promise<T> {
+    if (this.owned && !always) return await p
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`Redis did not answer within ${this.timeoutMs}ms`)), this.timeoutMs)
@@ -194,21 +199,53 @@ export class RedisStore implements SessionStore {
     // A connection of its own: a subscribed connection can run no other command.
     const sub: Client = this.client instanceof Cluster
       ? this.client.duplicate()
-      : this.client.duplicate(ownClientOptions(this.timeoutMs))
+      // No command timeout: the heartbeat bounds its own PING (and would read an ioredis timeout as a miss).
+      : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
     this.subscriber = sub
+    let subscribed = false
+    const down = (): void => {
+      subscribed = false
+      handlers.onState(false)
+    }
     sub.on('error', () => { /* the feed reports down on close; reconnects by itself */ })
     sub.on('message', (channel: string, message: string) => {
       if (channel === this.channel) handlers.onRevoked(message)
     })
     const up = async (): Promise<void> => {
       try {
-        await sub.subscribe(this.channel)
+        await this.bounded(sub.subscribe(this.channel), true)
+        subscribed = true
         handlers.onState(true)
       } catch {
-        handlers.onState(false)
+        down()
       }
     }
-    sub.on('close', () => handlers.onState(false))
+    sub.on('close', down)
+    // A connection can go silent without closing (a partition that holds bytes and resets nothing): the
+    // feed proves it is alive with a PING every HEARTBEAT_MS, answered within timeoutMs. A miss counts the
+    // feed as down and starts a fresh connection, whose 'ready' subscribes (and reloads revocations) again.
+    let probing = false
+    this.heartbeat = setInterval(() => {
+      if (!subscribed || probing) return
+      probing = true
+      let answered = false
+      const timer = setTimeout(() => {
+        // Checked after the poll phase, so a reply that arrived while this process was busy counts.
+        setImmediate(() => {
+          probing = false
+          if (answered || !subscribed) return
+          down()
+          sub.disconnect(true)
+        })
+      }, this.timeoutMs)
+      timer.unref()
+      sub.ping().then(() => {
+        answered = true
+        probing = false
+        clearTimeout(timer)
+      }, () => {})
+    }, HEARTBEAT_MS)
+    this.heartbeat.unref()
     // Resolves once subscribed (or after timeoutMs; the feed then comes up when Redis does).
     await new Promise<void>(resolve => {
       const t = setTimeout(resolve, this.timeoutMs)
@@ -227,6 +264,7 @@ export class RedisStore implements SessionStore {
   }
 
   async close (): Promise<void> {
+    clearInterval(this.heartbeat)
     const quit = async (c: Client): Promise<void> => {
       try { await this.bounded(c.quit()) } catch { c.disconnect() }
     }
