@@ -29,3 +29,9 @@ export const INVALID_TOKEN_CODES: ReadonlySet<string> = new Set([
   'TOKENGATE_REFRESH_EXPIRED',
   'TOKENGATE_REFRESH_REUSED'
 ])
+
+/** Whether an error is one of tokengate's own (an expected outcome with a TOKENGATE_ code). */
+export function isTokengateError (err: unknown): err is TokengateError {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code.startsWith('TOKENGATE_')
+}

@@ -3,13 +3,15 @@
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
-import { authenticate, buildHook, cookieWriter, kAuthError, kByCookie, routePolicy } from './hook.js'
+import { authenticate, checkPolicy, closedRoute, kAuthError, routePolicy, type RouteAuthConfig } from './guards.js'
+import { buildHook } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerRoutes } from './routes.js'
 import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
 import { Tokens } from './tokens.js'
+import { kByCookie, transport } from './transport.js'
 
 export interface TokengateApi {
   /** Starts a session for a user and returns its first token pair. */
@@ -30,11 +32,6 @@ export interface TokengateApi {
   readonly feedUp: boolean
 }
 
-export interface RouteAuthConfig {
-  /** Any one of these roles is required (403 TOKENGATE_FORBIDDEN otherwise). */
-  roles?: string[]
-}
-
 declare module 'fastify' {
   interface FastifyInstance {
     tokengate: TokengateApi
@@ -46,7 +43,10 @@ declare module 'fastify' {
     auth: AuthInfo | null
   }
   interface FastifyContextConfig {
-    /** Per-route auth: true or { roles }: 401 unless authenticated, 403 without one of the roles. */
+    /**
+     * Per-route auth: true or { roles: [at least one] }: 401 unless authenticated, 403 without one of the
+     * roles. Anything else makes app.ready() fail, naming the route.
+     */
     auth?: boolean | RouteAuthConfig
   }
 }
@@ -71,14 +71,14 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   const tokens = await Tokens.create(app, opts)
   const revocations = new Revocations(store, opts.accessTtlMs + opts.clockToleranceMs, app.log)
   await revocations.start()
-  const sessions = new Sessions(opts, tokens, store, revocations, app.log)
+  const sessions = new Sessions(opts, tokens, store, revocations, app.log, !ownsStore)
   app.addHook('onClose', async () => {
     revocations.close()
     if (ownsStore) await store.close()
   })
 
   if (opts.transport.cookie && !app.hasRequestDecorator('cookies')) await app.register(fastifyCookie)
-  const cookies = cookieWriter(opts)
+  const tokenTransport = transport(app, opts)
 
   app.decorateRequest('auth', null)
   app.decorateRequest(kAuthError, null)
@@ -97,23 +97,37 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorate('tokengate', api)
   app.decorate('authenticate', authenticate as onRequestHookHandler)
 
-  // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own.
+  // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A
+  // policy that does not check out closes its route and makes app.ready() fail, naming the route.
+  const badPolicies: string[] = []
   app.addHook('onRoute', (route) => {
-    const policy = route.config?.auth
-    if (policy === undefined || policy === false) return
+    if (route.config === undefined || !('auth' in route.config) || route.config.auth === undefined) return
+    const checked = checkPolicy(route.config.auth)
+    let guard
+    if ('problem' in checked) {
+      badPolicies.push(`route ${[route.method].flat().join(',')} ${route.url}: ${checked.problem}`)
+      guard = closedRoute(checked.problem)
+    } else if (checked.policy !== null) {
+      guard = routePolicy(checked.policy)
+    } else {
+      return
+    }
     const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-    route.onRequest = [routePolicy(policy), ...existing] as never
+    route.onRequest = [guard, ...existing] as never
+  })
+  app.addHook('onReady', async () => {
+    if (badPolicies.length > 0) throw new Error(`tokengate: invalid auth policy: ${badPolicies.join('; ')}`)
   })
 
-  app.addHook('onRequest', buildHook(app, opts, sessions, cookies))
+  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport))
 
-  if (opts.routes !== undefined) registerRoutes(app, { ...opts, routes: opts.routes }, sessions, cookies)
+  if (opts.routes !== undefined) registerRoutes(app, { ...opts, routes: opts.routes }, sessions, tokenTransport)
 }
 
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
-export { requireRoles } from './hook.js'
+export { requireRoles, type RouteAuthConfig } from './guards.js'
 export { OptionError, durationMs, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'

@@ -1,11 +1,13 @@
 // /login /refresh /logout /logout-all /sessions under routes.prefix, with TypeBox schemas.
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { BadCredentialsError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
-import { authenticate, challenge, kAuthError, kByCookie, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, type CookieWriter, type RouteMark } from './hook.js'
+import { BadCredentialsError, CsrfError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
+import { authenticate, challenge, kAuthError } from './guards.js'
+import type { RouteMark } from './hook.js'
 import type { ResolvedOptions, UserInfo, VerifyCredentials } from './options.js'
 import type { Sessions, TokenPair } from './sessions.js'
 import { newId } from './tokens.js'
+import { kByCookie, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, type Transport } from './transport.js'
 
 export const TokenPairSchema = Type.Object({
   accessToken: Type.String(),
@@ -37,7 +39,7 @@ export function registerRoutes (
   app: FastifyInstance,
   opts: ResolvedOptions & { routes: { prefix: string, verifyCredentials?: VerifyCredentials } },
   sessions: Sessions,
-  cookies: CookieWriter
+  transport: Transport
 ): void {
   const prefix = opts.routes.prefix
   const verifyCredentials = opts.routes.verifyCredentials
@@ -55,9 +57,7 @@ export function registerRoutes (
 
   function sendPair (request: FastifyRequest, reply: FastifyReply, pair: TokenPair, csrf: string | undefined): TokenPair {
     reply.header('cache-control', 'no-store')
-    if (opts.transport.cookie && (csrf !== undefined || request[kByCookie])) {
-      cookies.setTokens(reply, { accessToken: pair.accessToken, refreshToken: pair.refreshToken, csrf: csrf ?? request.cookies?.tg_csrf ?? newId() }, pair.refreshExpiresIn)
-    }
+    if (opts.transport.cookie && (csrf !== undefined || request[kByCookie])) transport.setCookies(request, reply, pair, pair.refreshExpiresIn, csrf)
     return pair
   }
 
@@ -66,7 +66,7 @@ export function registerRoutes (
       config: mark('login'),
       schema: { body: Type.Object({}, { additionalProperties: true }), response: { 200: TokenPairSchema } }
     }, challenged(async (request, reply) => {
-      const user = await verifyCredentials(request.body, request)
+      const user = await sessions.userCallback('verifyCredentials', () => verifyCredentials(request.body, request))
       if (user === null || user === undefined) throw new BadCredentialsError()
       const pair = await sessions.issue(user as UserInfo, requestMeta(request))
       return sendPair(request, reply, pair, opts.transport.cookie ? newId() : undefined)
@@ -78,7 +78,7 @@ export function registerRoutes (
     schema: { body: RefreshBody, response: { 200: TokenPairSchema } }
   }, challenged(async (request, reply) => {
     const kept = request[kAuthError]
-    if (kept?.code === 'TOKENGATE_CSRF') throw kept
+    if (kept instanceof CsrfError) throw kept
     const body = request.body as { refreshToken?: string } | null | undefined
     const header = request.headers[REFRESH_HEADER]
     const token = body?.refreshToken ??
@@ -91,13 +91,13 @@ export function registerRoutes (
 
   app.post(`${prefix}/logout`, { onRequest: authenticate }, challenged(async (request, reply) => {
     await sessions.logout(request.auth!, { ...requestMeta(request), reason: 'logout' })
-    if (opts.transport.cookie) cookies.clear(reply)
+    if (opts.transport.cookie) transport.clear(reply)
     return await reply.code(204).send()
   }))
 
   app.post(`${prefix}/logout-all`, { onRequest: authenticate }, challenged(async (request, reply) => {
     await sessions.revokeAll(request.auth!.userId, { ...requestMeta(request), reason: 'logout-all' })
-    if (opts.transport.cookie) cookies.clear(reply)
+    if (opts.transport.cookie) transport.clear(reply)
     return await reply.code(204).send()
   }))
 
@@ -116,7 +116,7 @@ export function registerRoutes (
     const auth = request.auth!
     const found = await sessions.revokeSession(auth.userId, id, { ...requestMeta(request), reason: 'delete' })
     if (!found) throw new SessionNotFoundError()
-    if (id === auth.sessionId && opts.transport.cookie) cookies.clear(reply)
+    if (id === auth.sessionId && opts.transport.cookie) transport.clear(reply)
     return await reply.code(204).send()
   }))
 }

@@ -2,7 +2,7 @@
 // grace, reuse), renew (origin step 4.2), verify, revoke, list.
 import type { FastifyBaseLogger } from 'fastify'
 import {
-  RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
+  isTokengateError, RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
   TokenInvalidError, TokenMissingError, TokenRevokedError
 } from './errors.js'
 import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
@@ -55,7 +55,9 @@ export class Sessions {
     readonly tokens: Tokens,
     readonly store: SessionStore,
     readonly revocations: Revocations,
-    private readonly log: FastifyBaseLogger
+    private readonly log: FastifyBaseLogger,
+    /** Whether the store was passed in by the user (its errors are then the user's own, not a 503). */
+    private readonly userStore = false
   ) {}
 
   private times (now: number): SessionTimes {
@@ -67,13 +69,32 @@ export class Sessions {
     }
   }
 
-  /** Runs a store call; any store failure becomes 503 TOKENGATE_STORE_UNAVAILABLE. */
+  /**
+   * A store call failed: logged with its stack; the error to answer with is 503 TOKENGATE_STORE_UNAVAILABLE
+   * for tokengate's own stores, and a store passed in keeps its own error (its statusCode, else 500).
+   */
+  private storeFailure (err: unknown, what: string): Error {
+    this.log.error({ err }, `tokengate: session store failed during ${what}`)
+    if (this.userStore && err instanceof Error) return err
+    return new StoreUnavailableError()
+  }
+
   private async stored<T> (what: string, call: () => Promise<T>): Promise<T> {
     try {
       return await call()
     } catch (err) {
-      this.log.error({ err }, `tokengate: session store failed during ${what}`)
-      throw new StoreUnavailableError()
+      throw this.storeFailure(err, what)
+    }
+  }
+
+  /** Runs a user callback (verifyCredentials, refreshClaims): its error is logged with its stack and rethrown as it is. */
+  async userCallback<T> (name: string, call: () => T | Promise<T>): Promise<T> {
+    try {
+      return await call()
+    } catch (err) {
+      // tokengate's own errors thrown from a callback (the gateway's rate limits) are expected outcomes.
+      if (!isTokengateError(err)) this.log.error({ err }, `tokengate: ${name} failed`)
+      throw err
     }
   }
 
@@ -141,7 +162,8 @@ export class Sessions {
     const rotate = this.opts.rotateRefreshTokens
     const successorId = rotate ? this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex) : parts.refreshId
     let fresh: Pick<UserInfo, 'roles' | 'claims'> | null | undefined
-    if (this.opts.refreshClaims !== undefined) fresh = await this.opts.refreshClaims(parts.userId, parts.sessionId)
+    const refreshClaims = this.opts.refreshClaims
+    if (refreshClaims !== undefined) fresh = await this.userCallback('refreshClaims', () => refreshClaims(parts.userId, parts.sessionId))
     const r = await this.stored('refresh', async () => await this.store.rotate({
       ...this.times(now),
       userId: parts.userId,
@@ -226,22 +248,34 @@ export class Sessions {
     return info
   }
 
+  /**
+   * The one access check (the token, then its session's revocation) behind verify() and the hook:
+   * synchronous while the revocation feed is up; a Promise while the store must be asked.
+   */
+  authorize (token: string): AuthInfo | Error | Promise<AuthInfo | Error> {
+    const auth = this.checkAccess(token)
+    if (auth === 'expired') return new TokenExpiredError()
+    if (auth === 'invalid') return new TokenInvalidError()
+    const revoked = this.revocations.isRevoked(auth.sessionId)
+    if (revoked === false) return auth
+    if (revoked === true) return new TokenRevokedError()
+    return revoked.then(
+      (yes) => yes ? new TokenRevokedError() : auth,
+      (err) => this.storeFailure(err, 'revocation check (feed down)')
+    )
+  }
+
   async verify (accessToken: string): Promise<AuthInfo> {
     if (typeof accessToken !== 'string' || accessToken.length === 0) throw new TokenMissingError()
-    const auth = this.checkAccess(accessToken)
-    if (auth === 'expired') throw new TokenExpiredError()
-    if (auth === 'invalid') throw new TokenInvalidError()
-    let revoked = this.revocations.isRevoked(auth.sessionId)
-    if (typeof revoked !== 'boolean') {
-      try {
-        revoked = await revoked
-      } catch (err) {
-        this.log.error({ err }, 'tokengate: revocation check failed (feed and store down)')
-        throw new StoreUnavailableError()
-      }
-    }
-    if (revoked) throw new TokenRevokedError()
-    return auth
+    const checked = await this.authorize(accessToken)
+    if (checked instanceof Error) throw checked
+    return checked
+  }
+
+  /** A refresh for the hook: the new pair, and the request's identity from its fresh access token. */
+  async refreshToAuth (refreshToken: string, meta: RequestMeta): Promise<{ pair: TokenPair, auth: AuthInfo }> {
+    const pair = await this.refresh(refreshToken, meta)
+    return { pair, auth: await this.verify(pair.accessToken) }
   }
 
   async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {
