@@ -134,7 +134,7 @@ export class Tokens {
     return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat) }
   }
 
-  /** Verifies an access token (signature, algorithm, typ, exp/nbf, iss/aud); results are cached by fast-jwt. */
+  /** Verifies an access token (signature, algorithm, typ, exp/nbf/iat, iss/aud); results are cached by fast-jwt. */
   verifyAccess (token: string): AccessCheck {
     let api = this.single
     if (api === undefined) {
@@ -144,6 +144,8 @@ export class Tokens {
     try {
       const payload = api.verify<AccessPayload>(token)
       if (typeof payload.sub !== 'string' || typeof payload.sid !== 'string') return { ok: false, expired: false }
+      // fast-jwt checks iat only with maxAge: a token "issued" in the future beyond the tolerance is invalid.
+      if (typeof payload.iat !== 'number' || payload.iat * 1000 > Date.now() + this.opts.clockToleranceMs) return { ok: false, expired: false }
       return { ok: true, payload }
     } catch (err) {
       return { ok: false, expired: (err as { code?: string }).code === 'FAST_JWT_EXPIRED' }

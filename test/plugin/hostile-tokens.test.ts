@@ -355,3 +355,36 @@ t.test("clockTolerance '30s'", async t => {
     await refusedAccess(t, ctx, craftAccessToken(base, { expiresInSec: -60 }), 'TOKENGATE_TOKEN_EXPIRED')
   })
 })
+
+t.test('iat in the future beyond clockTolerance: TOKEN_INVALID (fast-jwt checks iat only with maxAge)', async t => {
+  const now = Math.floor(Date.now() / 1000)
+  await t.test('clockTolerance 0: iat an hour ahead is refused, iat now is accepted', async t => {
+    const ctx = await setup(t)
+    const base = { sub: 'u-alice', sid: ctx.pair.sessionId, roles: ['user'] }
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 3600 }, { expiresInSec: 7200 }), 'TOKENGATE_TOKEN_INVALID')
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 5 }), 'TOKENGATE_TOKEN_INVALID')
+    const ok = craftAccessToken({ ...base, iat: now })
+    t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${ok}` } })).statusCode, 200)
+    // A future iat is never refreshed around either: it is invalid, not expired.
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 3600 }, { expiresInSec: 7200 }), 'TOKENGATE_TOKEN_INVALID', { 'x-refresh-token': ctx.pair.refreshToken })
+  })
+  await t.test("clockTolerance '30s': 10 s ahead accepted, 60 s ahead refused", async t => {
+    const ctx = await setup(t, { clockTolerance: '30s' })
+    const base = { sub: 'u-alice', sid: ctx.pair.sessionId, roles: ['user'] }
+    const ahead10 = craftAccessToken({ ...base, iat: now + 10 })
+    t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${ahead10}` } })).statusCode, 200)
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 60 }), 'TOKENGATE_TOKEN_INVALID')
+  })
+})
+
+t.test('a remembered access token stops working at its exp (the verified-token memory never outlives it)', async t => {
+  const ctx = await setup(t, { accessTokenTtl: '1s' })
+  const token = ctx.pair.accessToken
+  const exp = b64json(token.split('.')[1]).exp as number
+  for (let i = 0; i < 3; i++) {
+    const res = await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+    t.equal(res.statusCode, 200, `use ${i + 1} before exp (remembered after the first)`)
+  }
+  await new Promise(resolve => setTimeout(resolve, Math.max(0, exp * 1000 - Date.now()) + 50))
+  await refusedAccess(t, ctx, token, 'TOKENGATE_TOKEN_EXPIRED')
+})
