@@ -4,7 +4,7 @@ import { createPublicKey, randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
-import tokengate, { RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
+import tokengate, { BadRequestError, RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
 import { memoryFailedLogins, redisFailedLogins, type FailedLogins } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
@@ -74,6 +74,12 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   app.addHook('onError', (request, reply, _error, done) => {
     reply.header('x-request-id', request.id)
     done()
+  })
+
+  // Every error body has a code: an error without one (the proxy's 400 for a path that escapes its
+  // prefix) is a TOKENGATE_BAD_REQUEST; Fastify's default handler then answers and logs it.
+  app.setErrorHandler((error: Error & { code?: string, statusCode?: number }, _request, reply) => {
+    reply.send(error.code === undefined && error.statusCode === 400 ? new BadRequestError(error.message) : error)
   })
 
   const redis = config.redis !== undefined ? new Redis(config.redis.url, redisClientOptions(1000)) : undefined

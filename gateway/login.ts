@@ -29,13 +29,15 @@ export function upstreamLogin (url: string, timeoutMs: number): LoginProvider {
   const pool = new Pool(target.origin, { connections: 32, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connectTimeout: timeoutMs })
   return {
     async verify (body, requestId) {
+      // Serialised before the request: a body that cannot be serialised is the client's problem, not an outage.
+      const payload = JSON.stringify(body ?? {})
       let res
       try {
         res = await pool.request({
           method: 'POST',
           path: target.pathname + target.search,
           headers: { 'content-type': 'application/json', accept: 'application/json', 'x-request-id': requestId },
-          body: JSON.stringify(body ?? {})
+          body: payload
         })
       } catch (err) {
         const code = (err as { code?: string }).code
@@ -43,16 +45,16 @@ export function upstreamLogin (url: string, timeoutMs: number): LoginProvider {
         throw new UpstreamUnavailableError()
       }
       const status = res.statusCode
-      let payload: unknown
+      let answer: unknown
       try {
-        payload = await res.body.json()
+        answer = await res.body.json()
       } catch (err) {
         if (err instanceof undiciErrors.BodyTimeoutError) throw new UpstreamTimeoutError()
-        payload = undefined
+        answer = undefined
       }
       if (status === 401 || status === 403 || status === 404) return null
       if (status < 200 || status > 299) throw new UpstreamUnavailableError()
-      const user = asUser(payload)
+      const user = asUser(answer)
       if (user === null) throw new UpstreamUnavailableError()
       return user
     },

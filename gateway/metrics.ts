@@ -83,7 +83,9 @@ export function instrument (app: FastifyInstance, metrics: Metrics): { recorder:
   app.setNotFoundHandler(async (request, reply) => {
     reply.code(404)
     unmatched(request.method, 404, reply.elapsedTime / 1000)
-    return { statusCode: 404, error: 'Not Found', message: `Route ${request.method} not found` }
+    // Fastify's own 404 body, with its code; the path without the query (which may carry anything).
+    const q = request.url.indexOf('?')
+    return { statusCode: 404, code: 'FST_ERR_NOT_FOUND', error: 'Not Found', message: `Route ${request.method}:${(q < 0 ? request.url : request.url.slice(0, q)).slice(0, 256)} not found` }
   })
 
   metrics.registry.registerMetric({

@@ -18,15 +18,41 @@ export function withoutTokenCookies (cookie: string): string | undefined {
   return kept.length === 0 ? undefined : kept.join('; ')
 }
 
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they belong to one connection and never cross the proxy. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+
+/** The header names a Connection header lists (lower-cased), which are hop-by-hop too. */
+function namedByConnection (connection: unknown): Set<string> | undefined {
+  if (typeof connection !== 'string' || connection === '') return undefined
+  const lower = connection.toLowerCase()
+  if (lower === 'keep-alive' || lower === 'close') return undefined // the usual values name no header
+  return new Set(lower.split(',').map(n => n.trim()).filter(n => n !== ''))
+}
+
+/** Response headers for the client: the upstream's, minus hop-by-hop ones, plus the request id. */
+export function clientHeaders (headers: Record<string, unknown>, requestId: string): Record<string, unknown> {
+  const named = namedByConnection(headers.connection)
+  const out: Record<string, unknown> = {}
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
+    out[name] = headers[name]
+  }
+  out['x-request-id'] = requestId
+  return out
+}
+
 /**
- * The headers an upstream receives: a fresh object (no `delete`, which slows V8 objects) without any
- * client-sent x-user-* / x-session-id / x-request-id, without the tokens unless forwardToken, plus the
- * verified identity and the request id.
+ * The headers an upstream receives: a fresh object (no `delete`, which slows V8 objects) without
+ * hop-by-hop headers, without any client-sent x-user-* / x-session-id / x-request-id, without the tokens
+ * unless forwardToken, plus the verified identity and the request id.
  */
 export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, route: RouteConfig): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {}
+  // reply-from has dropped Connection and the headers it names; the WebSocket path has not.
+  const named = namedByConnection(request.headers.connection)
   for (const name in headers) {
     if (name.startsWith('x-user-') || name === 'x-session-id' || name === 'x-request-id') continue
+    if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
     if (!route.forwardToken) {
       if (name === 'authorization' || name === 'x-refresh-token' || name === 'x-csrf-token') continue
       if (name === 'cookie') {
@@ -69,10 +95,7 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     undici: { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
     replyOptions: {
       rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => upstreamHeaders(request, headers, route),
-      rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => {
-        headers['x-request-id'] = request.id
-        return headers
-      },
+      rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => clientHeaders(headers, request.id),
       // Counted when the upstream's answer arrives (latency to its headers); errors are counted in onError.
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { stream: unknown }) => {
         record(request.method, reply.statusCode, reply.elapsedTime / 1000)

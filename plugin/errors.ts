@@ -10,6 +10,7 @@ export const RefreshInvalidError = createError('TOKENGATE_REFRESH_INVALID', 'The
 export const RefreshExpiredError = createError('TOKENGATE_REFRESH_EXPIRED', 'The refresh token has expired', 401, Error, false)
 export const RefreshReusedError = createError('TOKENGATE_REFRESH_REUSED', 'The refresh token was already used; the session has been revoked', 401, Error, false)
 export const BadCredentialsError = createError('TOKENGATE_BAD_CREDENTIALS', 'Invalid credentials', 401, Error, false)
+export const BadRequestError = createError('TOKENGATE_BAD_REQUEST', 'Bad request: %s', 400, Error, false)
 export const ForbiddenError = createError('TOKENGATE_FORBIDDEN', 'Insufficient role for this resource', 403, Error, false)
 export const CsrfError = createError('TOKENGATE_CSRF', 'Missing or mismatched x-csrf-token header for a cookie-authenticated request', 403, Error, false)
 export const SessionNotFoundError = createError('TOKENGATE_SESSION_NOT_FOUND', 'Session not found', 404, Error, false)

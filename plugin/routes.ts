@@ -1,7 +1,7 @@
 // /login /refresh /logout /logout-all /sessions under routes.prefix, with TypeBox schemas.
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { BadCredentialsError, CsrfError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
+import { BadCredentialsError, BadRequestError, CsrfError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
 import { authenticate, challenge, kAuthError } from './guards.js'
 import type { RouteMark } from './hook.js'
 import type { ResolvedOptions, UserInfo, VerifyCredentials } from './options.js'
@@ -35,6 +35,23 @@ const RefreshBody = Type.Union([
 
 const mark = (m: RouteMark): { tokengate: RouteMark } => ({ tokengate: m })
 
+/** Bodies of tokengate's routes are small: larger ones are refused (413) before they are parsed. */
+export const BODY_LIMIT = 16 * 1024
+/** JSON nested deeper than this is refused (400) before it reaches verifyCredentials. */
+export const MAX_BODY_DEPTH = 32
+
+/** Whether a parsed JSON value nests deeper than `limit` levels (iterative: no stack to overflow). */
+export function deeperThan (value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (depth > limit) return true
+    for (const child of Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1])
+  }
+  return false
+}
+
 export function registerRoutes (
   app: FastifyInstance,
   opts: ResolvedOptions & { routes: { prefix: string, verifyCredentials?: VerifyCredentials } },
@@ -64,7 +81,11 @@ export function registerRoutes (
   if (verifyCredentials !== undefined) {
     app.post(`${prefix}/login`, {
       config: mark('login'),
-      schema: { body: Type.Object({}, { additionalProperties: true }), response: { 200: TokenPairSchema } }
+      bodyLimit: BODY_LIMIT,
+      schema: { body: Type.Object({}, { additionalProperties: true }), response: { 200: TokenPairSchema } },
+      preValidation: (request, _reply, done) => {
+        done(deeperThan(request.body, MAX_BODY_DEPTH) ? new BadRequestError(`the body is nested deeper than ${MAX_BODY_DEPTH} levels`) : undefined)
+      }
     }, challenged(async (request, reply) => {
       const user = await sessions.userCallback('verifyCredentials', () => verifyCredentials(request.body, request))
       if (user === null || user === undefined) throw new BadCredentialsError()
@@ -75,6 +96,7 @@ export function registerRoutes (
 
   app.post(`${prefix}/refresh`, {
     config: mark('refresh'),
+    bodyLimit: BODY_LIMIT,
     schema: { body: RefreshBody, response: { 200: TokenPairSchema } }
   }, challenged(async (request, reply) => {
     const kept = request[kAuthError]
