@@ -73,6 +73,16 @@ export const ConfigSchema = Type.Object({
     requests: Limit(100, '1m')
   }, { additionalProperties: false, default: {} }),
   trustProxy: Type.Boolean({ default: false }),
+  // GET /metrics: on the public port (default), on a listener of its own ({ listen }), or off (false).
+  metrics: Type.Union([
+    Type.Literal(false),
+    Type.Object({
+      listen: Type.Optional(Type.Object({
+        host: Type.String({ default: '127.0.0.1' }),
+        port: Type.Integer({ minimum: 0, maximum: 65535 })
+      }, { additionalProperties: false }))
+    }, { additionalProperties: false })
+  ], { default: {} }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' })
 }, { additionalProperties: false })
 

@@ -2,13 +2,12 @@
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
-import rateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import tokengate, { BadRequestError, RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
-import { memoryFailedLogins, redisFailedLogins, type FailedLogins } from './limits.js'
+import { memoryFailedLogins, memoryRequestLimiter, redisFailedLogins, redisRequestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
-import { createMetrics, instrument } from './metrics.js'
+import { createMetrics, instrument, serveMetrics } from './metrics.js'
 import { registerUpstream } from './upstreams.js'
 
 export { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type RouteConfig } from './config.js'
@@ -61,6 +60,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
 
   const metrics = createMetrics()
   const { recorder } = instrument(app, metrics)
+  serveMetrics(app, metrics, config.metrics)
   // The request id goes back on every response: proxied answers get it in the proxy's response-header
   // rewrite and errors in onError, so only the gateway's own routes need a hook for it (hooks cost).
   const echoRequestId = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
@@ -102,26 +102,19 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     }
   })
 
-  // Logins and refreshes per client IP, shared in Redis when there is one.
+  // Logins and refreshes per client IP (one counter for both), shared in Redis when there is one; a
+  // limiter that cannot count lets the request through (the login itself then answers 503 if Redis is down).
   const perIp = config.rateLimit.requests
-  app.register(rateLimit, {
-    global: false,
-    ...(redis !== undefined ? { redis, nameSpace: `${keyPrefix}:rl:ip:` } : {}),
-    skipOnError: true,
-    keyGenerator: (request) => request.ip
-  })
-  // One limiter (one store, one counter per IP) shared by both routes: a per-route config would count each apart.
-  let perIpLimiter: ReturnType<FastifyInstance['createRateLimit']> | undefined
   const perIpWindowMs = durationMs(perIp.window, 'rateLimit.requests.window')
+  const requestLimiter: RequestLimiter = redis !== undefined
+    ? redisRequestLimiter(redis, keyPrefix, perIp.max, perIpWindowMs)
+    : memoryRequestLimiter(perIp.max, perIpWindowMs)
+  const limitPerIp = async (request: FastifyRequest): Promise<void> => {
+    const wait = await requestLimiter.hit(request.ip).catch(() => 0)
+    if (wait > 0) throw rateLimited(wait)
+  }
   app.addHook('onRoute', (route) => {
-    if (route.url !== `${AUTH_PREFIX}/login` && route.url !== `${AUTH_PREFIX}/refresh`) return
-    perIpLimiter ??= app.createRateLimit({ max: perIp.max, timeWindow: perIpWindowMs })
-    const limiter = perIpLimiter
-    const check = async (request: FastifyRequest): Promise<void> => {
-      const r = await limiter(request)
-      if (!r.isAllowed && r.isExceeded) throw rateLimited(r.ttl)
-    }
-    prependOnRequest(route, check)
+    if (route.url === `${AUTH_PREFIX}/login` || route.url === `${AUTH_PREFIX}/refresh`) prependOnRequest(route, limitPerIp)
   })
 
   const tokenOptions = {

@@ -1,5 +1,7 @@
 // Prometheus metrics for one gateway instance (its own registry, so several gateways in one process
 // — tests, benchmarks — do not collide).
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
 
@@ -10,18 +12,21 @@ export interface Metrics {
   reuseDetections: Counter
   revocations: Counter<'reason'>
   authFailures: Counter<'code'>
+  upstreamFailures: Counter<'code'>
 }
 
 export function createMetrics (): Metrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'tokengate_process_' })
+  // prom-client names them process_* and nodejs_*: one tokengate_ prefix in front.
+  collectDefaultMetrics({ register: registry, prefix: 'tokengate_' })
   return {
     registry,
     logins: new Counter({ name: 'tokengate_logins_total', help: 'Login attempts by result', labelNames: ['result'], registers: [registry] }),
     refreshes: new Counter({ name: 'tokengate_refreshes_total', help: 'Token refreshes (route and hook) by result', labelNames: ['result'], registers: [registry] }),
     reuseDetections: new Counter({ name: 'tokengate_reuse_detections_total', help: 'Refresh token reuse detections (each revokes a session)', registers: [registry] }),
     revocations: new Counter({ name: 'tokengate_revocations_total', help: 'Sessions revoked, by reason', labelNames: ['reason'], registers: [registry] }),
-    authFailures: new Counter({ name: 'tokengate_auth_failures_total', help: 'Requests refused by tokengate, by error code', labelNames: ['code'], registers: [registry] })
+    authFailures: new Counter({ name: 'tokengate_auth_failures_total', help: 'Requests refused by tokengate, by error code', labelNames: ['code'], registers: [registry] }),
+    upstreamFailures: new Counter({ name: 'tokengate_upstream_failures_total', help: 'Upstream (and identity service) failures answered 502 or 504, by error code', labelNames: ['code'], registers: [registry] })
   }
 }
 
@@ -133,15 +138,54 @@ export function instrument (app: FastifyInstance, metrics: Metrics): { recorder:
       proxied(request.method, status !== undefined && status >= 400 && status < 600 ? status : 500, reply.elapsedTime / 1000)
     }
     const code = (error as { code?: unknown }).code
-    if (typeof code === 'string' && code.startsWith('TOKENGATE_')) {
+    if (code === 'TOKENGATE_UPSTREAM_UNAVAILABLE' || code === 'TOKENGATE_UPSTREAM_TIMEOUT') {
+      metrics.upstreamFailures.inc({ code })
+    } else if (typeof code === 'string' && code.startsWith('TOKENGATE_')) {
       metrics.authFailures.inc({ code })
       if (code.startsWith('TOKENGATE_REFRESH_')) metrics.refreshes.inc({ result: 'failure' })
     }
     done()
   })
-  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
-    reply.header('content-type', metrics.registry.contentType)
-    return await metrics.registry.metrics()
-  })
   return { recorder }
+}
+
+/** Where GET /metrics is served: the public port (default), a listener of its own, or nowhere. */
+export type MetricsPlacement = false | { listen?: { host: string, port: number } }
+
+/** Serves GET /metrics where the config says; a listener of its own starts with the app and closes with it. */
+export function serveMetrics (app: FastifyInstance, metrics: Metrics, placement: MetricsPlacement): void {
+  if (placement === false) return
+  const listen = placement.listen
+  if (listen === undefined) {
+    app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+      reply.header('content-type', metrics.registry.contentType)
+      return await metrics.registry.metrics()
+    })
+    return
+  }
+  const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+      metrics.registry.metrics().then(text => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType })
+        res.end(text)
+      }, () => { res.writeHead(500).end() })
+      return
+    }
+    res.writeHead(404, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ statusCode: 404, code: 'FST_ERR_NOT_FOUND', error: 'Not Found', message: 'Only GET /metrics is served here' }))
+  })
+  // Bound when the app gets ready (a port already taken stops start-up, as the main port does).
+  app.addHook('onReady', async () => {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(listen.port, listen.host, () => { server.off('error', reject); resolve() })
+    })
+    const a = server.address() as AddressInfo
+    app.log.info(`metrics listening at http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/metrics`)
+  })
+  app.addHook('onClose', async () => {
+    if (!server.listening) return
+    server.closeAllConnections()
+    await new Promise<void>(resolve => server.close(() => resolve()))
+  })
 }

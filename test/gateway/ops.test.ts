@@ -152,6 +152,19 @@ t.test('rate limiting', async t => {
     t.equal((await get(base, '/healthz')).status, 200, 'other routes are not limited')
   })
 
+  t.test('per IP: one counter per client IP, <prefix>:rl:ip:<ip>, expiring with its window', async t => {
+    const { url, prefix, client } = await sharedPrefix(t)
+    const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
+    t.equal((await loginAs(base, 'alice', ALICE_PW)).status, 200)
+    t.equal((await post(base, '/auth/refresh', { refreshToken: 'bogus' })).status, 401)
+    const keys = await keysUnder(client, prefix)
+    t.same(keys.filter(k => k.includes(':rl:ip:')), [`${prefix}:rl:ip:127.0.0.1`], `the per-IP key names the IP (${keys.join(', ')})`)
+    t.same(keys.filter(k => k.includes('undefined')), [], 'no key says undefined')
+    t.equal(await client.get(`${prefix}:rl:ip:127.0.0.1`), '2', 'login and refresh counted once each')
+    const ttl = await client.pttl(`${prefix}:rl:ip:127.0.0.1`)
+    t.ok(ttl > 0 && ttl <= 60_000, `expires with the window (${ttl} ms)`)
+  })
+
   t.test('per IP: the 6th refresh in the window is refused (memory store)', async t => {
     const base = await gateway(t, await baseConfig({ rateLimit: { requests: { max: 5, window: '1m' } } }))
     for (let i = 1; i <= 5; i++) t.equal((await post(base, '/auth/refresh', { refreshToken: `bogus-${i}` })).status, 401, `refresh ${i}: 401`)
@@ -293,6 +306,46 @@ t.test('/metrics', async t => {
   t.ok((sample(text, 'tokengate_auth_failures_total', { code: 'TOKENGATE_TOKEN_MISSING' }) ?? 0) >= 1, 'auth failure TOKENGATE_TOKEN_MISSING counted')
   t.equal(sample(text, 'tokengate_reuse_detections_total'), 1, 'reuse detections 1')
   t.equal(sample(text, 'tokengate_refreshes_total', { result: 'success' }), 1, 'refreshes success 1')
+  t.notMatch(text, /tokengate_process_process_/, 'one tokengate_ prefix on process metrics')
+  t.ok(sample(text, 'tokengate_process_cpu_user_seconds_total') !== undefined, 'tokengate_process_cpu_user_seconds_total')
+  t.ok(sample(text, 'tokengate_nodejs_eventloop_lag_seconds') !== undefined, 'tokengate_nodejs_eventloop_lag_seconds')
+})
+
+t.test('/metrics: upstream failures (502, 504) are counted apart from auth failures', async t => {
+  const dead = await freePort()
+  const slow = await startEchoUpstream({ delayMs: 1000 })
+  t.teardown(slow.close)
+  const base = await gateway(t, await baseConfig({
+    routes: [
+      { prefix: '/api', upstream: await echoUpstream() },
+      { prefix: '/dead', upstream: `http://127.0.0.1:${dead}`, auth: 'public' },
+      { prefix: '/slow', upstream: slow.url, auth: 'public', timeout: '200ms' }
+    ]
+  }))
+  t.equal((await get(base, '/dead/x')).status, 502)
+  t.equal((await get(base, '/slow/x')).status, 504)
+  t.equal((await get(base, '/api/x')).status, 401)
+  const text = await (await fetch(`${base}/metrics`)).text()
+  t.equal(sample(text, 'tokengate_upstream_failures_total', { code: 'TOKENGATE_UPSTREAM_UNAVAILABLE' }), 1, '502 counted as an upstream failure')
+  t.equal(sample(text, 'tokengate_upstream_failures_total', { code: 'TOKENGATE_UPSTREAM_TIMEOUT' }), 1, '504 counted as an upstream failure')
+  t.equal(sample(text, 'tokengate_auth_failures_total', { code: 'TOKENGATE_UPSTREAM_UNAVAILABLE' }), undefined, '502 is not an auth failure')
+  t.equal(sample(text, 'tokengate_auth_failures_total', { code: 'TOKENGATE_UPSTREAM_TIMEOUT' }), undefined, '504 is not an auth failure')
+  t.equal(sample(text, 'tokengate_auth_failures_total', { code: 'TOKENGATE_TOKEN_MISSING' }), 1, 'the 401 is')
+})
+
+t.test('metrics: { listen } moves /metrics off the public port; metrics: false turns it off', async t => {
+  const port = await freePort()
+  const base = await gateway(t, await baseConfig({ metrics: { listen: { host: '127.0.0.1', port } } }))
+  const pub = await get(base, '/metrics')
+  t.equal(pub.status, 404, '/metrics is not on the public port')
+  t.equal(pub.body.code, 'FST_ERR_NOT_FOUND')
+  const own = await fetch(`http://127.0.0.1:${port}/metrics`)
+  t.equal(own.status, 200, '/metrics on its own port')
+  t.match(await own.text(), /tokengate_http_requests_total/)
+  t.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404, 'nothing else there')
+
+  const off = await gateway(t, await baseConfig({ metrics: false }))
+  t.equal((await get(off, '/metrics')).status, 404, 'metrics: false serves no /metrics')
 })
 
 t.test('logs never print tokens, passwords or the secret, and carry the request id', async t => {
