@@ -5,43 +5,35 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
+import { KeySchema, OptionsSchema } from '../plugin/index.js'
 
 const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
 const Duration = (def?: string | number) => Type.Union([Type.String({ pattern: DURATION }), Type.Number({ minimum: 0 })], def === undefined ? {} : { default: def })
 const HttpUrl = Type.String({ pattern: '^https?://[^\\s/]+(/\\S*)?$' })
 const Prefix = Type.String({ pattern: '^/[^\\s?#]*$' })
 
-const KeyConfig = Type.Object({
-  kid: Type.String({ minLength: 1 }),
-  algorithm: Type.Union([Type.Literal('EdDSA'), Type.Literal('ES256'), Type.Literal('RS256')]),
-  privateKey: Type.Optional(Type.String({ minLength: 1 })),
-  publicKey: Type.Optional(Type.String({ minLength: 1 })),
-  privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
-  publicKeyFile: Type.Optional(Type.String({ minLength: 1 }))
-}, { additionalProperties: false })
+// A key as the plugin takes it, or with its PEM in a file (read at load time, relative to the config).
+const KeyConfig = Type.Composite([
+  Type.Omit(KeySchema, ['publicKey']),
+  Type.Object({
+    publicKey: Type.Optional(Type.String({ minLength: 1 })),
+    privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+    publicKeyFile: Type.Optional(Type.String({ minLength: 1 }))
+  })
+], { additionalProperties: false })
 
-const Tokens = Type.Object({
-  secret: Type.Optional(Type.String()),
-  keys: Type.Optional(Type.Array(KeyConfig, { minItems: 1 })),
-  keyPrefix: Type.Optional(Type.String({ minLength: 1 })),
-  accessTokenTtl: Type.Optional(Duration()),
-  refreshTokenTtl: Type.Optional(Duration()),
-  issuer: Type.Optional(Type.String({ minLength: 1 })),
-  audience: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }))])),
-  clockTolerance: Type.Optional(Duration()),
-  transport: Type.Optional(Type.Array(Type.Union([Type.Literal('header'), Type.Literal('cookie')]), { minItems: 1 })),
-  rotateRefreshTokens: Type.Optional(Type.Boolean()),
-  reuseGraceMs: Type.Optional(Type.Integer({ minimum: 0 })),
-  renewExpiredRefresh: Type.Optional(Type.Boolean()),
-  maxSessionAge: Type.Optional(Duration()),
-  cookie: Type.Optional(Type.Object({ domain: Type.Optional(Type.String()), secure: Type.Optional(Type.Boolean()) }, { additionalProperties: false }))
-}, { additionalProperties: false })
+// `tokens` is the plugin's own options schema (defaults included), minus what only code can give
+// (functions, client instances, routes), with keys that may come from files.
+const Tokens = Type.Composite([
+  Type.Omit(OptionsSchema, ['keys', 'redis', 'store', 'routes', 'refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected']),
+  Type.Object({ keys: Type.Optional(Type.Array(KeyConfig, { minItems: 1 })) })
+], { additionalProperties: false })
 
 const Route = Type.Object({
   prefix: Prefix,
   upstream: HttpUrl,
   auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required' }),
-  roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
   timeout: Duration('30s'),
   rewritePrefix: Type.Optional(Type.String()),
   forwardToken: Type.Boolean({ default: false }),

@@ -1,36 +1,65 @@
 #!/usr/bin/env node
 // The `tokengate` bin: `tokengate [--config file.json]` runs the gateway (config from --config, else
 // TOKENGATE_CONFIG, else gateway.config.json); `tokengate keygen [--eddsa [--kid K]]`;
-// `tokengate hash-password [password]`. SIGTERM/SIGINT: stop accepting, drain, close Redis, exit 0.
-import { realpathSync } from 'node:fs'
+// `tokengate hash-password [password]`; `--version`, `--help`. Unknown flags are refused with the usage
+// (exit 64), config problems exit 78. SIGTERM/SIGINT: stop accepting, drain, close Redis, exit 0.
+import { readFileSync, realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import closeWithGrace from 'close-with-grace'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { hashPasswordCommand, keygen } from './cli.js'
-import { ConfigError, loadConfigFile } from './config.js'
-import { buildGateway } from './index.js'
-import { OptionError } from '../plugin/index.js'
+// The gateway itself (Fastify, ioredis, the plugin) is imported when it starts: the other commands and a
+// refused command line answer without loading it.
 
 const USAGE = `usage:
-  tokengate [--config gateway.config.json]   run the gateway (or TOKENGATE_CONFIG)
-  tokengate keygen [--eddsa [--kid KID]]       print a 64-byte hex secret, or an EdDSA key for tokens.keys
-  tokengate hash-password [password]          print a scrypt hash for the users file (password from stdin if not given)`
+  tokengate [--config FILE]              run the gateway (config: --config, else TOKENGATE_CONFIG, else ./gateway.config.json)
+  tokengate keygen [--eddsa [--kid KID]]  print a 64-byte hex secret, or an EdDSA key for tokens.keys
+  tokengate hash-password [PASSWORD]      print a scrypt hash for the users file (the password from stdin if not given)
+  tokengate --version | --help`
+
+/** A command line tokengate does not understand: usage on stderr, exit 64 (EX_USAGE). */
+export class UsageError extends Error {
+  constructor (problem: string) {
+    super(problem)
+    this.name = 'UsageError'
+  }
+}
+
+/** node:util parseArgs, strict: an unknown flag or a stray argument is a UsageError. */
+function parse<O extends ParseArgsConfig['options']> (args: string[], options: O, positionals = 0): { values: Record<string, string | boolean | undefined>, positionals: string[] } {
+  try {
+    const r = parseArgs({ args, options, strict: true, allowPositionals: positionals > 0 })
+    if (r.positionals.length > positionals) throw new UsageError(`unexpected argument '${r.positionals[positionals]}'`)
+    return r as { values: Record<string, string | boolean | undefined>, positionals: string[] }
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    // parseArgs' own messages name the flag; drop its advice about '--' (tokengate takes no such arguments).
+    throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''))
+  }
+}
+
+/** The package's version (package.json beside dist/ or the sources). */
+export function version (): string {
+  for (const rel of ['../../package.json', '../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string, version?: string }
+      if (pkg.name === 'tokengate' && typeof pkg.version === 'string') return pkg.version
+    } catch { /* try the next */ }
+  }
+  return 'unknown'
+}
 
 export function configPath (args: string[], env: NodeJS.ProcessEnv): string {
-  const at = args.indexOf('--config')
-  if (at >= 0) {
-    const file = args[at + 1]
-    if (file === undefined || file.startsWith('--')) throw new ConfigError('--config', 'needs a file name')
-    return file
-  }
-  const eq = args.find(a => a.startsWith('--config='))
-  if (eq !== undefined) return eq.slice('--config='.length)
-  return env.TOKENGATE_CONFIG ?? 'gateway.config.json'
+  const { values } = parse(args, { config: { type: 'string', short: 'c' } })
+  if (values.config === '') throw new UsageError('--config needs a file name')
+  return (values.config as string | undefined) ?? env.TOKENGATE_CONFIG ?? 'gateway.config.json'
 }
 
 /** Loads the config, builds the gateway and listens; REDIS_URL fills in redis.url when the config has none. */
 export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<FastifyInstance> {
-  const config = loadConfigFile(configPath(args, env), env)
+  const file = configPath(args, env)
+  const [{ loadConfigFile }, { buildGateway }, { default: closeWithGrace }] = await Promise.all([import('./config.js'), import('./index.js'), import('close-with-grace')])
+  const config = loadConfigFile(file, env)
   if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }
   const app = buildGateway(config, { baseDir: config.baseDir, env })
   await app.listen({ host: config.listen.host, port: config.listen.port })
@@ -51,19 +80,28 @@ export async function startGateway (args: string[], env: NodeJS.ProcessEnv = pro
 
 export async function main (args: string[]): Promise<void> {
   const [command, ...rest] = args
-  if (command === '--help' || command === '-h' || command === 'help') {
+  if (command === 'help' || command === '--help' || command === '-h') {
+    parse(rest, {})
     process.stdout.write(USAGE + '\n')
     return
   }
+  if (command === '--version' || command === '-v') {
+    parse(rest, {})
+    process.stdout.write(version() + '\n')
+    return
+  }
   if (command === 'keygen') {
-    process.stdout.write(keygen(rest) + '\n')
+    const { values } = parse(rest, { eddsa: { type: 'boolean' }, kid: { type: 'string' } })
+    if (values.kid !== undefined && values.eddsa !== true) throw new UsageError('--kid goes with --eddsa')
+    process.stdout.write(keygen({ eddsa: values.eddsa === true, kid: values.kid as string | undefined }) + '\n')
     return
   }
   if (command === 'hash-password') {
-    process.stdout.write(await hashPasswordCommand(rest) + '\n')
+    const { positionals } = parse(rest, {}, 1)
+    process.stdout.write(await hashPasswordCommand(positionals[0]) + '\n')
     return
   }
-  if (command !== undefined && !command.startsWith('--')) throw new ConfigError(command, `is not a command\n${USAGE}`)
+  if (command !== undefined && !command.startsWith('-')) throw new UsageError(`'${command}' is not a command`)
   await startGateway(args)
 }
 
@@ -71,10 +109,15 @@ const invoked = process.argv[1] !== undefined && realpathSync(process.argv[1]) =
 if (invoked) {
   main(process.argv.slice(2)).catch((err: Error) => {
     // One line naming the problem (a config error names its field); never a token or a secret.
-    const config = err instanceof ConfigError
-      ? err
-      : err instanceof OptionError ? new ConfigError(`tokens.${err.option}`, err.problem) : undefined
-    process.stderr.write(`tokengate: ${config !== undefined ? config.message : `${err.name}: ${err.message}`}\n`)
+    if (err instanceof UsageError) {
+      process.stderr.write(`tokengate: ${err.message}\n${USAGE}\n`)
+      process.exit(64)
+    }
+    // A ConfigError, or the plugin's OptionError (a bad tokens.* value), by name: their modules load lazily.
+    const config = err.name === 'ConfigError'
+      ? err.message
+      : err.name === 'TokengateOptionError' ? `config: tokens.${(err as Error & { option: string }).option} ${(err as Error & { problem: string }).problem}` : undefined
+    process.stderr.write(`tokengate: ${config ?? `${err.name}: ${err.message}`}\n`)
     process.exit(config !== undefined ? 78 : 1)
   })
 }

@@ -1,17 +1,16 @@
-// The gateway as a user runs it: the bin from source in a child process, a config file on disk, the
+// The gateway as a user runs it: the built bin in a child process, a config file on disk, the
 // shared Redis, a real echo upstream, real HTTP. Also `npm start`'s demo and its printed curl steps.
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { hashPassword } from '../../gateway/login.js'
 import { SECRET, sleep } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
-import { childEnv, killChildren, spawnSource, type Proc } from '../helpers/spawn.js'
+import { childEnv, killChildren, spawnDist, tempDir, type Proc } from '../helpers/spawn.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -51,7 +50,7 @@ async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArriv
 }
 
 async function startGatewayBin (configFile: string, env: NodeJS.ProcessEnv): Promise<Proc & { port: number }> {
-  const p = await spawnSource('gateway/server.ts', ['--config', configFile], env, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
+  const p = await spawnDist('gateway/server.js', ['--config', configFile], env, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
   return { ...p, port: Number(p.match[1]) }
 }
 
@@ -87,13 +86,12 @@ t.teardown(killChildren)
 const rUrl = await redisUrl()
 const redis = new Redis(rUrl)
 const upstream = await startUpstream()
-const dir = await mkdtemp(path.join(os.tmpdir(), 'tokengate-bin-'))
+const dir = tempDir('bin')
 const prefixes = { main: uniquePrefix('gw-bin'), ttl: uniquePrefix('gw-bin-ttl'), term: uniquePrefix('gw-bin-term') }
 t.teardown(async () => {
   for (const p of Object.values(prefixes)) await deletePrefix(redis, p)
   redis.disconnect()
   await upstream.close()
-  await rm(dir, { recursive: true, force: true })
 })
 
 await writeFile(path.join(dir, 'users.json'), JSON.stringify([
@@ -126,7 +124,7 @@ const env = childEnv({ TOKENGATE_SECRET: SECRET })
 const hasCurl = spawnSync('curl', ['--version'], { stdio: 'ignore' }).status === 0
 const demoPorts = { port: await freePort(), upstream: await freePort() }
 const demoStart = hasCurl
-  ? spawnSource('gateway/demo.ts', [], childEnv({ PORT: String(demoPorts.port), DEMO_UPSTREAM_PORT: String(demoPorts.upstream), TOKENGATE_SECRET: undefined }), /Ctrl-C stops it\./)
+  ? spawnDist('gateway/demo.js', [], childEnv({ PORT: String(demoPorts.port), DEMO_UPSTREAM_PORT: String(demoPorts.upstream), TOKENGATE_SECRET: undefined }), /Ctrl-C stops it\./)
     .then(p => ({ p }), (err: Error) => ({ err }))
   : undefined
 const [main, ttl, term] = await Promise.all([

@@ -6,7 +6,7 @@ import path from 'node:path'
 import t from 'tap'
 import { SECRET } from '../helpers/app.js'
 import { freePort, startOwnRedis } from '../helpers/redis.js'
-import { ROOT, childEnv, killChildren, spawnSource } from '../helpers/spawn.js'
+import { ROOT, childEnv, killChildren, spawnDist } from '../helpers/spawn.js'
 
 const compose = await readFile(path.join(ROOT, 'docker-compose.yml'), 'utf8')
 const configText = await readFile(path.join(ROOT, 'docker', 'gateway.config.json'), 'utf8')
@@ -42,10 +42,10 @@ t.test('the compose config and commands, run without Docker', async t => {
   t.teardown(async () => { killChildren(); await redis.stop() })
   const ports = { gateway: await freePort(), orders: await freePort(), cms: await freePort() }
   const upstream = async (name: string, port: number): Promise<void> => {
-    await spawnSource('gateway/demo.ts', ['--upstream-only', '--name', name, '--host', '127.0.0.1', '--port', String(port)], childEnv({}), /listening on/)
+    await spawnDist('gateway/demo.js', ['--upstream-only', '--name', name, '--host', '127.0.0.1', '--port', String(port)], childEnv({}), /listening on/)
   }
   await Promise.all([upstream('orders', ports.orders), upstream('cms', ports.cms)])
-  await spawnSource('gateway/server.ts', ['--config', 'docker/gateway.config.json'], childEnv({
+  await spawnDist('gateway/server.js', ['--config', 'docker/gateway.config.json'], childEnv({
     TOKENGATE_SECRET: SECRET,
     REDIS_URL: redis.url,
     ORDERS_URL: `http://127.0.0.1:${ports.orders}`,

@@ -4,9 +4,8 @@
 // old key is removed.
 import t, { type Test } from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { SignJWT, createLocalJWKSet, decodeProtectedHeader, importPKCS8, jwtVerify, type JSONWebKeySet } from 'jose'
@@ -15,6 +14,7 @@ import { hashPassword } from '../../gateway/login.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 import { SECRET } from '../helpers/app.js'
 import { deletePrefix, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { tempDir } from '../helpers/spawn.js'
 
 type Alg = 'EdDSA' | 'ES256' | 'RS256'
 interface KeyPair { privateKey: string, publicKey: string }
@@ -33,8 +33,7 @@ const PASSWORD = 'wonderland-jwks-7'
 let usersFilePath: string | undefined
 async function usersFile (): Promise<string> {
   if (usersFilePath !== undefined) return usersFilePath
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tg-jwks-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir('jwks')
   const file = path.join(dir, 'users.json')
   writeFileSync(file, JSON.stringify([{ sub: 'alice', roles: ['user'], passwordHash: await hashPassword(PASSWORD) }]))
   usersFilePath = file

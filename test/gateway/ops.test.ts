@@ -1,11 +1,9 @@
 // The gateway's operational surface: login rate limits (failed logins per IP + username, all logins
 // and refreshes per IP, trustProxy), /healthz and /readyz, /metrics, and what the logs never print.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { buildGateway } from '../../gateway/index.js'
@@ -13,24 +11,17 @@ import { hashPassword } from '../../gateway/login.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 import { SECRET, sleep } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
+import { childEnv, spawnDist, tempDir } from '../helpers/spawn.js'
 
 const ALICE_PW = 'alice-pw-Qx7-wonderland'
 const BOB_PW = 'bob-pw-Zk3-builder'
 
-let dir: string | undefined
-function tempDir (): string {
-  if (dir === undefined) {
-    const d = mkdtempSync(path.join(os.tmpdir(), 'tg-ops-'))
-    t.teardown(() => rmSync(d, { recursive: true, force: true }))
-    dir = d
-  }
-  return dir
-}
+const dir = tempDir('ops')
 
 let usersFilePath: string | undefined
 async function usersFile (): Promise<string> {
   if (usersFilePath !== undefined) return usersFilePath
-  const file = path.join(tempDir(), 'users.json')
+  const file = path.join(dir, 'users.json')
   writeFileSync(file, JSON.stringify([
     { sub: 'alice', roles: ['user'], passwordHash: await hashPassword(ALICE_PW) },
     { sub: 'bob', roles: ['user', 'admin'], passwordHash: await hashPassword(BOB_PW) }
@@ -360,26 +351,14 @@ t.test('logs never print tokens, passwords or the secret, and carry the request 
     routes: [{ prefix: '/api', upstream: await echoUpstream() }],
     logLevel: 'trace'
   }
-  const file = path.join(tempDir(), 'logs.config.json')
+  const file = path.join(dir, 'logs.config.json')
   writeFileSync(file, JSON.stringify(config))
 
-  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, 'gateway/server.ts', '--config', file], {
-    cwd: '/work/main',
-    env: { ...process.env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let out = ''
-  let err = ''
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString('utf8') })
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString('utf8') })
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  const proc = await spawnDist('gateway/server.js', ['--config', file], childEnv(), /Server listening/)
+  const child = proc.child
+  const exited = proc.exited.then(e => e.code)
   t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-
   const base = `http://127.0.0.1:${port}`
-  await until('the gateway bin listens', 20_000, async () => {
-    if (child.exitCode !== null) throw new Error(`the bin exited ${child.exitCode}: ${err}`)
-    try { return (await fetch(`${base}/healthz`)).status === 200 } catch { return false }
-  })
 
   const login = await loginAs(base, 'alice', ALICE_PW, { 'x-request-id': 'req-login-1' })
   t.equal(login.status, 200, 'login')
@@ -403,6 +382,8 @@ t.test('logs never print tokens, passwords or the secret, and carry the request 
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
   const code = await exited
   clearTimeout(timer)
+  const out = proc.stdout()
+  const err = proc.stderr()
   t.equal(code, 0, `the bin exits 0 on SIGTERM (stderr: ${err})`)
 
   const all = out + err

@@ -2,10 +2,9 @@
 // (rewritePrefix), what the upstream receives (identity, tokens, cookies, bodies, query strings), what
 // comes back, cookie transport with CSRF through the proxy, and the identity-service login provider.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import net from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
@@ -13,6 +12,7 @@ import t, { type Test } from 'tap'
 import { buildGateway, hashPassword } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
 import { deletePrefix, freePort, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { removeTempDir, tempDir } from '../helpers/spawn.js'
 
 interface Received { method: string, url: string, headers: IncomingHttpHeaders, body: Buffer }
 interface Upstream { port: number, origin: string, received: Received[] }
@@ -51,8 +51,8 @@ async function startUpstream (t: Test, handler: Handler = echo): Promise<Upstrea
 
 /** A users file with alice in a temp dir, removed at teardown. */
 function usersFile (t: Test): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tg-proxy-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir('proxy')
+  t.teardown(() => removeTempDir(dir))
   const file = path.join(dir, 'users.json')
   writeFileSync(file, JSON.stringify([{ sub: ALICE.username, roles: ['user'], passwordHash: aliceHash }]))
   return file

@@ -1,10 +1,9 @@
 // WebSocket routes through the gateway: the upgrade is authenticated like any request (401 before any
 // upstream connection), the upstream's handshake carries the verified identity and none of the client's
 // tokens or spoofed identity headers, messages flow both ways, and closing the gateway closes the sockets.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import type net from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
@@ -13,6 +12,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { buildGateway, hashPassword } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
 import { deletePrefix, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { removeTempDir, tempDir } from '../helpers/spawn.js'
 
 interface Pair { accessToken: string, refreshToken: string, sessionId: string }
 interface Handshake { url: string, headers: IncomingHttpHeaders }
@@ -67,7 +67,7 @@ interface Gateway { app: FastifyInstance, http: string, ws: string, close: () =>
 async function startGateway (t: Test, routes: unknown[]): Promise<Gateway> {
   const url = await redisUrl()
   const prefix = uniquePrefix('gw-ws')
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tg-ws-'))
+  const dir = tempDir('ws')
   const usersFile = path.join(dir, 'users.json')
   writeFileSync(usersFile, JSON.stringify([{ sub: ALICE.username, roles: ['user'], passwordHash: aliceHash }]))
   const app = buildGateway({
@@ -84,7 +84,7 @@ async function startGateway (t: Test, routes: unknown[]): Promise<Gateway> {
     const redis = new Redis(url)
     await deletePrefix(redis, prefix)
     redis.disconnect()
-    rmSync(dir, { recursive: true, force: true })
+    removeTempDir(dir)
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as net.AddressInfo).port

@@ -1,9 +1,8 @@
 // A gateway for tests: buildGateway on the shared Redis (or none) under a key prefix of the test's own,
 // listening on 127.0.0.1:0, with a users file in a temp dir; closed and cleaned at teardown.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { Redis } from 'ioredis'
@@ -12,6 +11,7 @@ import { buildGateway } from '../../gateway/index.js'
 import { hashPassword } from '../../gateway/login.js'
 import { SECRET } from './app.js'
 import { deletePrefix, redisUrl, uniquePrefix } from './redis.js'
+import { removeTempDir, tempDir } from './spawn.js'
 
 export const GATEWAY_USERS = { alice: 'alice-pw-Qx7-wonderland', bob: 'bob-pw-Zk3-builder' } as const
 let usersJson: string | undefined
@@ -22,8 +22,8 @@ export async function usersFile (t: Test): Promise<string> {
     { sub: 'alice', roles: ['user'], passwordHash: await hashPassword(GATEWAY_USERS.alice) },
     { sub: 'bob', roles: ['user', 'admin'], passwordHash: await hashPassword(GATEWAY_USERS.bob) }
   ])
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tg-gw-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir('gw')
+  t.teardown(() => removeTempDir(dir))
   const file = path.join(dir, 'users.json')
   writeFileSync(file, usersJson)
   return file

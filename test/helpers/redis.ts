@@ -4,10 +4,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import { Redis } from 'ioredis'
+import { track } from './spawn.js'
 
 let resolved: Promise<string> | undefined
-const children: ChildProcess[] = []
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
 
 async function answers (url: string): Promise<boolean> {
   const c = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 500 })
@@ -60,8 +59,7 @@ export async function startOwnRedis (): Promise<OwnRedis> {
     url,
     port,
     async start () {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-      children.push(child)
+      child = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
       const deadline = Date.now() + 5000
       while (!await answers(url)) {
         if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`)

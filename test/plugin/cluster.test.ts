@@ -1,28 +1,26 @@
 // Redis Cluster: a three-node cluster of the test's own on loopback. Every key of one user shares a
 // slot (hash tag), so the session scripts run in one slot; tg:revoked lives in its own slot; pub/sub
 // revocations reach an instance subscribed through another node.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
+import { spawn, spawnSync } from 'node:child_process'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import t, { type Test } from 'tap'
 import tokengate from '../../plugin/index.js'
 import { SECRET, sleep, verifyCredentials } from '../helpers/app.js'
 import { freePort, uniquePrefix } from '../helpers/redis.js'
+import { removeTempDir, tempDir, track } from '../helpers/spawn.js'
 
 const hasTools = spawnSync('redis-cli', ['--version'], { stdio: 'ignore' }).status === 0 &&
   spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
 
 async function startCluster (t: Test): Promise<{ nodes: Array<{ host: string, port: number }> }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tg-cluster-'))
+  const dir = tempDir('cluster')
   const ports = [await freePort(), await freePort(), await freePort()]
-  const procs: ChildProcess[] = ports.map(port => spawn('redis-server', [
+  const procs = ports.map(port => track(spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
     '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--dir', dir
-  ], { stdio: 'ignore' }))
-  t.teardown(() => { for (const p of procs) p.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) })
+  ], { stdio: 'ignore' })))
+  t.teardown(() => { for (const p of procs) p.kill('SIGKILL'); removeTempDir(dir) })
   for (const port of ports) {
     for (let i = 0; spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) {
       if (i > 100) throw new Error(`cluster node ${port} did not start`)
