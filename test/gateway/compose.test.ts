@@ -21,20 +21,28 @@ function service (name: string): string {
 t.test('docker-compose.yml, read: every variable the config needs is set, and the upstream URLs match the services', async t => {
   const gateway = service('gateway')
   const required = [...configText.matchAll(/\$\{([A-Z_]+)\}/g)].map(m => m[1])
-  t.same([...new Set(required)].sort(), ['CMS_URL', 'ORDERS_URL', 'REDIS_URL', 'TOKENGATE_SECRET'], 'the config needs these variables')
+  t.same([...new Set(required)].sort(), ['CMS_URL', 'ORDERS_URL', 'REDIS_URL', 'TOKENGATE_SECRET', 'USERS_FILE'], 'the config needs these variables')
   for (const name of required) t.match(gateway, new RegExp(`^      ${name}: `, 'm'), `gateway.environment sets ${name}`)
   t.match(gateway, /REDIS_URL: redis:\/\/redis:6379/, 'Redis is the redis service')
   t.match(gateway, /ORDERS_URL: http:\/\/orders:3002/)
   t.match(gateway, /CMS_URL: http:\/\/cms:3003/)
+  const usersFile = /USERS_FILE: (\S+)/.exec(gateway)?.[1]
+  t.match(gateway, new RegExp(`- \\./examples/users\\.json:${usersFile ?? 'none'}:ro`), 'the users file is mounted (read-only) where USERS_FILE points')
   t.match(service('orders'), /"--port", "3002"/, 'orders listens where ORDERS_URL points')
   t.match(service('cms'), /"--port", "3003"/, 'cms listens where CMS_URL points')
   t.match(service('redis'), /--appendonly", "yes"/, 'Redis keeps an append-only file')
   t.match(service('redis'), /healthcheck:/, 'Redis has a healthcheck')
   t.match(gateway, /condition: service_healthy/, 'the gateway waits for a healthy Redis')
   t.match(gateway, /"8080:8080"/, 'the gateway is published on 8080')
+  t.equal((compose.match(/^ {4}build: /gm) ?? []).length, 1, 'one service builds the image')
+  const image = /^ {4}image: (\S+)/m.exec(gateway)?.[1]
+  t.equal(image, 'tokengate:local', 'and names it')
+  for (const name of ['orders', 'cms']) t.match(service(name), /^ {4}image: tokengate:local$/m, `${name} runs the same image`)
+
   const dockerfile = await readFile(path.join(ROOT, 'Dockerfile'), 'utf8')
   t.match(dockerfile, /CMD \["--config", "docker\/gateway.config.json"\]/, 'the image runs this config')
-  t.match(dockerfile, /COPY examples \.\/examples/, 'the users file the config names is in the image')
+  t.notMatch(dockerfile, /examples|users\.json|gateway\.config\.json /, 'the image ships no users file (no demo user in production)')
+  t.match(dockerfile, /^FROM node:24/m, 'built on Node 24')
 })
 
 t.test('the compose config and commands, run without Docker', async t => {
@@ -50,6 +58,7 @@ t.test('the compose config and commands, run without Docker', async t => {
     REDIS_URL: redis.url,
     ORDERS_URL: `http://127.0.0.1:${ports.orders}`,
     CMS_URL: `http://127.0.0.1:${ports.cms}`,
+    USERS_FILE: path.join(ROOT, 'examples', 'users.json'),
     LISTEN_HOST: '127.0.0.1',
     PORT: String(ports.gateway)
   }), /Server listening/)

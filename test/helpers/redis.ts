@@ -98,6 +98,11 @@ export async function redisUrl (): Promise<string> {
   return await resolved
 }
 
+/** The Redis key of a session record, as the README's keys table names it. */
+export const recordKey = (prefix: string, userId: string, sessionId: string): string => `${prefix}:{${userId}}:s:${sessionId}`
+/** The Redis key of a user's session index. */
+export const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
+
 /** A key prefix no other test uses. */
 export function uniquePrefix (name = 't'): string {
   return `tgtest-${name}-${process.pid}-${randomBytes(4).toString('hex')}`

@@ -2,6 +2,7 @@
 // longer values are split into fields of at most 64 bytes and joined again on read.
 import t from 'tap'
 import { buildApp, login } from '../helpers/app.js'
+import { recordKey } from '../helpers/redis.js'
 
 const UA = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
 const BIG_CLAIMS = { team: 'ünïcødé-'.repeat(12), tags: Array.from({ length: 10 }, (_, i) => `tag-${i}-🙂`) }
@@ -9,7 +10,7 @@ const BIG_CLAIMS = { team: 'ünïcødé-'.repeat(12), tags: Array.from({ length:
 t.test('a long user agent and large claims: listpack encoding, every value ≤ 64 bytes, read back whole', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await app.tokengate.issue({ sub: 'u-big', roles: ['user'], claims: BIG_CLAIMS }, { ip: '203.0.113.7', userAgent: UA })
-  const key = `${prefix}:{u-big}:s:${pair.sessionId}`
+  const key = recordKey(prefix, 'u-big', pair.sessionId)
   t.equal(await redis.object('ENCODING', key), 'listpack', 'the record is a compact hash')
   const h = await redis.hgetall(key)
   for (const [field, value] of Object.entries(h)) t.ok(Buffer.byteLength(value) <= 64, `${field} holds ${Buffer.byteLength(value)} bytes`)
@@ -31,7 +32,7 @@ t.test('refreshClaims replacing large claims by small ones leaves no stale conti
   let claims: Record<string, unknown> = BIG_CLAIMS
   const { app, redis, prefix } = await buildApp(t, { refreshClaims: async () => ({ claims }) })
   const pair = await login(app)
-  const key = `${prefix}:{u-alice}:s:${pair.sessionId}`
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const first = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(first.statusCode, 200)
   t.ok('cl.1' in await redis.hgetall(key), 'large claims stored in several fields')

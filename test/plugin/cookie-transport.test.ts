@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { buildApp } from '../helpers/app.js'
+import { indexKey, recordKey } from '../helpers/redis.js'
 import { b64json, craftAccessToken } from '../helpers/tokens.js'
 
 interface Cookie { name: string, value: string, maxAge?: number, expires?: Date, path?: string, httpOnly?: boolean, secure?: boolean, sameSite?: string }
@@ -15,7 +16,6 @@ const refreshId = (token: string): string => {
   return p[3]
 }
 const hashOf = (token: string): string => createHash('sha256').update(refreshId(token)).digest('base64url').slice(0, 22)
-const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
 const expiredAccess = (sessionId: string): string => craftAccessToken({ sub: 'u-alice', sid: sessionId, roles: ['user'] }, { expiresInSec: -30 })
 
 function cookiesOf (res: LightMyRequestResponse): Record<string, Cookie> {
@@ -76,7 +76,7 @@ t.test('login sets tg_access, tg_refresh and tg_csrf; the body still carries the
     if (line.startsWith('tg_csrf=')) t.notMatch(line, /HttpOnly/i)
     else t.match(line, /; HttpOnly/)
   }
-  t.equal(await redis.hget(recordKey(prefix, pair.sessionId), 'h'), hashOf(pair.refreshToken))
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(pair.refreshToken))
   // Another login gets another CSRF token.
   const second = await cookieLogin(app)
   t.not(second.jar.tg_csrf, c.tg_csrf.value)
@@ -85,12 +85,12 @@ t.test('login sets tg_access, tg_refresh and tg_csrf; the body still carries the
 t.test('GET with the cookies only: authenticated, nothing re-set', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const before = await redis.hgetall(recordKey(prefix, pair.sessionId))
+  const before = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
   const res = await app.inject({ method: 'GET', url: '/me', cookies: jar })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
   t.equal(res.headers['set-cookie'], undefined)
-  t.same(await redis.hgetall(recordKey(prefix, pair.sessionId)), before)
+  t.same(await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId)), before)
   // Without cookies: 401.
   const none = await app.inject({ method: 'GET', url: '/me' })
   t.equal(none.statusCode, 401)
@@ -132,14 +132,14 @@ t.test('POST /auth/login is exempt from CSRF', async t => {
   t.equal(c.tg_access?.value, pair.accessToken)
   t.equal(c.tg_refresh?.value, pair.refreshToken)
   t.ok(c.tg_csrf?.value, 'a CSRF cookie')
-  t.equal(await redis.exists(recordKey(prefix, pair.sessionId)), 1)
-  t.equal(await redis.hget(recordKey(prefix, first.pair.sessionId), 'h'), hashOf(first.pair.refreshToken), 'the old session untouched')
+  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 1)
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', first.pair.sessionId), 'h'), hashOf(first.pair.refreshToken), 'the old session untouched')
 })
 
 t.test('expired access cookie + refresh cookie: refreshed, new cookies', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const h0 = await redis.hget(key, 'h')
   const res = await app.inject({ method: 'GET', url: '/me', cookies: { ...jar, tg_access: expiredAccess(pair.sessionId) } })
   t.equal(res.statusCode, 200, res.body)
@@ -173,7 +173,7 @@ t.test('missing access cookie + refresh cookie: refreshed', async t => {
   checkAttributes(t, c.tg_access, 'tg_access', 86400)
   checkAttributes(t, c.tg_refresh, 'tg_refresh', 86400)
   if (c.tg_refresh === undefined || c.tg_access === undefined) return
-  t.equal(await redis.hget(recordKey(prefix, pair.sessionId), 'h'), hashOf(c.tg_refresh.value))
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(c.tg_refresh.value))
   const again = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: c.tg_access.value } })
   t.equal(again.statusCode, 200, again.body)
   // An invalid refresh cookie alone: anonymous, 401 on protected routes with the kept code.
@@ -188,7 +188,7 @@ t.test('missing access cookie + refresh cookie: refreshed', async t => {
 t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const h0 = await redis.hget(key, 'h')
 
   const without = await app.inject({ method: 'POST', url: '/auth/refresh', cookies: { tg_refresh: jar.tg_refresh, tg_csrf: jar.tg_csrf } })
@@ -221,7 +221,7 @@ t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
 t.test('POST /auth/logout by cookie: 204, cookies cleared, session gone, old access cookie revoked', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
 
   const noCsrf = await app.inject({ method: 'POST', url: '/auth/logout', cookies: jar })
   t.equal(noCsrf.statusCode, 403, noCsrf.body)
@@ -236,7 +236,7 @@ t.test('POST /auth/logout by cookie: 204, cookies cleared, session gone, old acc
     t.equal(c[name]?.path, '/', `${name} cleared on Path=/`)
   }
   t.equal(await redis.exists(key), 0, 'session record gone')
-  t.equal(await redis.exists(`${prefix}:{u-alice}:sessions`), 0, 'index gone')
+  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'index gone')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null)
 
   const old = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: jar.tg_access } })
@@ -275,7 +275,7 @@ t.test('transport [header, cookie]: each client gets tokens back the way it sent
   t.type(nextRefresh, 'string')
   t.equal(byHeader.headers['set-cookie'], undefined)
   if (typeof nextRefresh !== 'string') return
-  t.equal(await redis.hget(recordKey(prefix, pair.sessionId), 'h'), hashOf(nextRefresh))
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(nextRefresh))
 
   // Cookie refresh (another session) → cookies, no headers.
   const second = await cookieLogin(app)
@@ -286,5 +286,5 @@ t.test('transport [header, cookie]: each client gets tokens back the way it sent
   const bc = cookiesOf(byCookie)
   t.ok(bc.tg_access?.value)
   t.ok(bc.tg_refresh?.value)
-  if (bc.tg_refresh !== undefined) t.equal(await redis.hget(recordKey(prefix, second.pair.sessionId), 'h'), hashOf(bc.tg_refresh.value))
+  if (bc.tg_refresh !== undefined) t.equal(await redis.hget(recordKey(prefix, 'u-alice', second.pair.sessionId), 'h'), hashOf(bc.tg_refresh.value))
 })

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { buildApp, login, SECRET, type TestApp } from '../helpers/app.js'
+import { recordKey } from '../helpers/redis.js'
 import { b64json, craftAccessToken, toB64json } from '../helpers/tokens.js'
 
 type Pair = Awaited<ReturnType<typeof login>>
@@ -24,7 +25,7 @@ interface Ctx extends TestApp {
 async function setup (t: Test, options: Parameters<typeof buildApp>[1] = {}): Promise<Ctx> {
   const ta = await buildApp(t, options)
   const pair = await login(ta.app)
-  const key = `${ta.prefix}:{u-alice}:s:${pair.sessionId}`
+  const key = recordKey(ta.prefix, 'u-alice', pair.sessionId)
   const before = await ta.redis.hgetall(key)
   t.equal(typeof before.h, 'string', 'the session record holds a refresh hash')
   t.equal(before.h.length, 22)

@@ -4,14 +4,11 @@ import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { buildApp, login, sleep, type TestApp } from '../helpers/app.js'
-import { keysUnder } from '../helpers/redis.js'
+import { indexKey, keysUnder, recordKey } from '../helpers/redis.js'
 import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
 const ACCESS_TTL_MS = 600_000
 const REFRESH_TTL_MS = 86_400_000
-
-const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
-const indexKey = (prefix: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:sessions`
 
 /** An expired access token for a real session (what a client holds after 10 minutes). */
 const expiredAccess = (sessionId: string, sub = 'u-alice', roles = ['user']): string =>
@@ -65,7 +62,7 @@ t.test('1) login issues both tokens (origin defaults: 10 min access, 1 day refre
 t.test('2) the refresh token\'s record is stored in Redis', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   t.equal(await redis.exists(key), 1, 'session hash exists')
   t.equal(await redis.type(key), 'hash')
   const rec = await redis.hgetall(key)
@@ -81,15 +78,15 @@ t.test('2) the refresh token\'s record is stored in Redis', async t => {
   // Native expiry: refresh expiry + access TTL (clock tolerance 0).
   t.equal(Number(await redis.pexpiretime(key)), re + ACCESS_TTL_MS)
   // The user's index lists the session, scored by the record's expiry.
-  t.equal(Number(await redis.zscore(indexKey(prefix), pair.sessionId)), re + ACCESS_TTL_MS)
-  t.equal(Number(await redis.pexpiretime(indexKey(prefix))), re + ACCESS_TTL_MS)
-  t.same(await keysUnder(redis, prefix), [indexKey(prefix), key].sort(), 'nothing else stored')
+  t.equal(Number(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId)), re + ACCESS_TTL_MS)
+  t.equal(Number(await redis.pexpiretime(indexKey(prefix, 'u-alice'))), re + ACCESS_TTL_MS)
+  t.same(await keysUnder(redis, prefix), [indexKey(prefix, 'u-alice'), key].sort(), 'nothing else stored')
 })
 
 t.test('3) the client sends both tokens: 200, no new tokens', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const before = await redis.hgetall(recordKey(prefix, pair.sessionId))
+  const before = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
   const res = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
@@ -97,13 +94,13 @@ t.test('3) the client sends both tokens: 200, no new tokens', async t => {
   t.equal(res.headers['x-refresh-token'], undefined)
   t.equal(res.headers['set-cookie'], undefined)
   t.notOk(res.body.includes(pair.accessToken) || res.body.includes(pair.refreshToken), 'no token echoed')
-  t.same(await redis.hgetall(recordKey(prefix, pair.sessionId)), before, 'the record is untouched')
+  t.same(await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId)), before, 'the record is untouched')
 })
 
 t.test('4.1) access expired, refresh valid: proceeds as the same user and session with new tokens', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const hBefore = await field(redis, key, 'h')
   const expired = expiredAccess(pair.sessionId)
 
@@ -168,13 +165,13 @@ t.test('4.1) the old refresh token outside a (short) grace window is reuse', asy
   const late = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(late.statusCode, 401, late.body)
   t.equal(late.json().code, 'TOKENGATE_REFRESH_REUSED')
-  t.equal(await redis.exists(recordKey(prefix, pair.sessionId)), 0, 'session revoked')
+  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'session revoked')
 })
 
 t.test('4.1 failure) expired access + invalid refresh: 401 TOKENGATE_REFRESH_INVALID, anonymous routes proceed', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const before = await redis.hgetall(key)
   const expired = expiredAccess(pair.sessionId)
   // A tampered MAC, a garbage string, and an access token offered as a refresh token.
@@ -202,7 +199,7 @@ t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXP
   const { app, redis, prefix } = await buildApp(t, { refreshTokenTtl: '1s' })
   const pair = await login(app)
   t.equal(pair.refreshExpiresIn, 1)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   await sleep(1200)
   const before = await redis.hgetall(key)
   t.ok(before.h !== undefined, 'record still there (it lives refresh expiry + access TTL)')
@@ -225,7 +222,7 @@ t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXP
 t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUSED, session gone', async t => {
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const rotated = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(rotated.statusCode, 200, rotated.body)
   const successor = rotated.json().refreshToken as string
@@ -238,7 +235,7 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
   t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
   t.equal(res.headers['x-access-token'], undefined)
   t.equal(await redis.exists(key), 0, 'session record deleted')
-  t.equal(await redis.zscore(indexKey(prefix), pair.sessionId), null, 'dropped from the index')
+  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId), null, 'dropped from the index')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'listed as revoked')
   // Every token of the session is dead: the successor and the (still unexpired) access token.
   const succ = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: successor } })
@@ -250,7 +247,7 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
 
   // On an anonymous route the reuse is detected too, and the request proceeds anonymously.
   const p2 = await login(app)
-  const key2 = recordKey(prefix, p2.sessionId)
+  const key2 = recordKey(prefix, 'u-alice', p2.sessionId)
   const r2 = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: p2.refreshToken } })
   t.equal(r2.statusCode, 200, r2.body)
   await sleep(10)
@@ -267,7 +264,7 @@ t.test('4.2) access valid, refresh expired: a new refresh token is issued', asyn
   const pair = await login(app)
   t.equal(pair.expiresIn, 30)
   t.equal(pair.refreshExpiresIn, 1)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   await sleep(1200)
   const hBefore = await field(redis, key, 'h')
   t.equal(hBefore, hashOf(pair.refreshToken))
@@ -305,7 +302,7 @@ t.test('5) logout makes both tokens unusable at once', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
   const other = await login(app, 'bob')
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   t.equal(await redis.exists(key), 1)
 
   const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${pair.accessToken}` } })
@@ -334,13 +331,13 @@ t.test('5) logout makes both tokens unusable at once', async t => {
   t.equal(viaHook.headers['x-access-token'], undefined)
 
   t.equal(await redis.exists(key), 0, 'session record gone')
-  t.equal(await redis.exists(indexKey(prefix)), 0, 'alice\'s index gone (it had one session)')
+  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'alice\'s index gone (it had one session)')
   const score = Number(await redis.zscore(`${prefix}:revoked`, pair.sessionId))
   t.ok(score > Date.now() + ACCESS_TTL_MS - 10_000 && score <= Date.now() + ACCESS_TTL_MS, 'revoked for the access TTL')
   // Bob is not affected.
   const bob = await me(app, { authorization: `Bearer ${other.accessToken}` })
   t.equal(bob.statusCode, 200, bob.body)
-  t.equal(await redis.exists(recordKey(prefix, other.sessionId, 'u-bob')), 1)
+  t.equal(await redis.exists(recordKey(prefix, 'u-bob', other.sessionId)), 1)
 })
 
 t.test('no tokens: 401 TOKENGATE_TOKEN_MISSING with WWW-Authenticate: Bearer', async t => {
@@ -359,7 +356,7 @@ t.test('no tokens: 401 TOKENGATE_TOKEN_MISSING with WWW-Authenticate: Bearer', a
 t.test('missing access token + valid refresh token: handled as expired (refreshed)', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const hBefore = await field(redis, key, 'h')
   const res = await me(app, { 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)

@@ -5,10 +5,9 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import tokengate, { type AuditMeta, type TokengateOptions } from '../../plugin/index.js'
 import { buildApp, login, SECRET, sleep, verifyCredentials } from '../helpers/app.js'
-import { deletePrefix, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { deletePrefix, keysUnder, recordKey, redisUrl, uniquePrefix } from '../helpers/redis.js'
 import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
-const recordKey = (prefix: string, sessionId: string, userId = 'u-alice'): string => `${prefix}:{${userId}}:s:${sessionId}`
 const expiredAccess = (sessionId: string, sub = 'u-alice', roles = ['user']): string =>
   craftAccessToken({ sub, sid: sessionId, roles }, { expiresInSec: -30 })
 const payloadOf = (jwt: string): Record<string, unknown> => b64json(jwt.split('.')[1])
@@ -42,7 +41,7 @@ async function buildAppWithRoutes (t: Test, options: Partial<TokengateOptions>, 
 t.test('rotateRefreshTokens: false (origin behaviour): the refresh token is kept and reusable', async t => {
   const { app, redis, prefix } = await buildApp(t, { rotateRefreshTokens: false })
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const h0 = await redis.hget(key, 'h')
   t.equal(h0, hashOf(pair.refreshToken))
 
@@ -86,7 +85,7 @@ t.test('rotateRefreshTokens: false (origin behaviour): the refresh token is kept
 t.test('the hook leaves POST /auth/login to the route', async t => {
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
   const first = await login(app)
-  const key = recordKey(prefix, first.sessionId)
+  const key = recordKey(prefix, 'u-alice', first.sessionId)
   const before = await redis.hgetall(key)
   const res = await app.inject({
     method: 'POST',
@@ -114,7 +113,7 @@ t.test('x-refresh-token sent to POST /auth/refresh rotates exactly once', async 
   ]
   for (const [name, extra] of cases) {
     const pair = await login(app)
-    const key = recordKey(prefix, pair.sessionId)
+    const key = recordKey(prefix, 'u-alice', pair.sessionId)
     const h0 = await redis.hget(key, 'h')
     await sleep(5)
     const res = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { ...extra(pair), 'x-refresh-token': pair.refreshToken } })
@@ -188,7 +187,7 @@ t.test('refreshClaims: the refreshed access token carries the new roles and clai
     }
   })
   const pair = await login(app)
-  const key = recordKey(prefix, pair.sessionId)
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   t.same(calls, [], 'not called at login')
   t.match(payloadOf(pair.accessToken), { roles: ['user'], name: 'Alice' })
 
@@ -215,7 +214,7 @@ t.test('refreshClaims: the refreshed access token carries the new roles and clai
   const rb = await refreshBody(app, bob.refreshToken)
   t.equal(rb.statusCode, 200, rb.body)
   t.same(payloadOf(rb.json().accessToken).roles, ['user', 'admin'])
-  t.equal(await redis.hget(recordKey(prefix, bob.sessionId, 'u-bob'), 'ro'), JSON.stringify(['user', 'admin']))
+  t.equal(await redis.hget(recordKey(prefix, 'u-bob', bob.sessionId), 'ro'), JSON.stringify(['user', 'admin']))
 })
 
 t.test('audit hooks are called with (userId, sessionId, meta)', async t => {
@@ -260,7 +259,7 @@ t.test('audit hooks are called with (userId, sessionId, meta)', async t => {
   t.equal(reused.json().code, 'TOKENGATE_REFRESH_REUSED')
   t.same(calls.map(c => c[0]).sort(), ['reuse', 'revoke'])
   for (const c of calls) t.match(c, [String, 'u-bob', p2.sessionId, { reason: 'reuse' }])
-  t.equal(await redis.exists(recordKey(prefix, p2.sessionId, 'u-bob')), 0)
+  t.equal(await redis.exists(recordKey(prefix, 'u-bob', p2.sessionId)), 0)
 })
 
 t.test('throwing audit hooks do not break requests', async t => {
@@ -269,17 +268,17 @@ t.test('throwing audit hooks do not break requests', async t => {
   const reject = async (): Promise<void> => { n++; throw new Error('audit down') }
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0, onIssue: boom, onRefresh: reject, onRevoke: boom, onReuseDetected: reject })
   const pair = await login(app)
-  t.equal(await redis.hget(recordKey(prefix, pair.sessionId), 'h'), hashOf(pair.refreshToken), 'session stored')
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(pair.refreshToken), 'session stored')
   const res = await get(app, '/me', { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
   t.type(res.headers['x-access-token'], 'string')
   const next = res.headers['x-refresh-token'] as string
-  t.equal(await redis.hget(recordKey(prefix, pair.sessionId), 'h'), hashOf(next))
+  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(next))
   const r = await refreshBody(app, next)
   t.equal(r.statusCode, 200, r.body)
   const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${r.json().accessToken as string}` } })
   t.equal(out.statusCode, 204, out.body)
-  t.equal(await redis.exists(recordKey(prefix, pair.sessionId)), 0, 'session gone')
+  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'session gone')
   const p2 = await login(app)
   await sleep(5)
   t.equal((await refreshBody(app, p2.refreshToken)).statusCode, 200)
@@ -287,7 +286,7 @@ t.test('throwing audit hooks do not break requests', async t => {
   const reused = await refreshBody(app, p2.refreshToken)
   t.equal(reused.statusCode, 401, reused.body)
   t.equal(reused.json().code, 'TOKENGATE_REFRESH_REUSED')
-  t.equal(await redis.exists(recordKey(prefix, p2.sessionId)), 0)
+  t.equal(await redis.exists(recordKey(prefix, 'u-alice', p2.sessionId)), 0)
   t.equal(n, 8, 'every hook was called: issue ×2, refresh ×3, revoke ×2, reuse ×1')
   t.same(await keysUnder(redis, prefix), [`${prefix}:revoked`])
 })

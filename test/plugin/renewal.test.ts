@@ -5,11 +5,10 @@ import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep } from '../helpers/app.js'
+import { indexKey, recordKey } from '../helpers/redis.js'
 import { b64json } from '../helpers/tokens.js'
 
 const SHORT_REFRESH = { accessTokenTtl: '30s', refreshTokenTtl: '1s' }
-const recordKey = (prefix: string, userId: string, sid: string): string => `${prefix}:{${userId}}:s:${sid}`
-const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
 
 function refreshHash (token: string): string {
   return createHash('sha256').update(token.split('.')[3]).digest('base64url').slice(0, 22)

@@ -5,9 +5,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { buildApp, login, sleep } from '../helpers/app.js'
-
-const recordKey = (prefix: string, userId: string, sid: string): string => `${prefix}:{${userId}}:s:${sid}`
-const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
+import { indexKey, recordKey } from '../helpers/redis.js'
 
 /** The store's hash of a refresh token's id (field 3 of `tgr1.<user>.<sid>.<rid>.<exp>.<mac>`). */
 function refreshHash (token: string): string {

@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { buildApp, login, sleep } from '../helpers/app.js'
+import { indexKey, recordKey } from '../helpers/redis.js'
 
 const ACCESS_WINDOW_MS = 600_000 // default access TTL (10m) + default clock tolerance (0)
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -12,9 +13,6 @@ const me = async (app: FastifyInstance, token: string): Promise<LightMyRequestRe
   await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
 
 const bearer = (token: string): { authorization: string } => ({ authorization: `Bearer ${token}` })
-
-const recordKey = (prefix: string, userId: string, sid: string): string => `${prefix}:{${userId}}:s:${sid}`
-const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
 
 /** Polls `app` every 5 ms for at most 2 s until the token is refused; returns the delay, or -1. */
 async function untilRejected (app: FastifyInstance, token: string, limitMs = 2000): Promise<{ delay: number, res: LightMyRequestResponse }> {

@@ -4,10 +4,8 @@ import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep, USERS } from '../helpers/app.js'
-import { keysUnder } from '../helpers/redis.js'
+import { indexKey, keysUnder, recordKey } from '../helpers/redis.js'
 
-const recordKey = (prefix: string, userId: string, sid: string): string => `${prefix}:{${userId}}:s:${sid}`
-const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
 
 function refreshHash (token: string): string {

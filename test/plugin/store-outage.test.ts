@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify'
 import tokengate, { type TokengateOptions } from '../../plugin/index.js'
 import { SECRET, sleep, verifyCredentials } from '../helpers/app.js'
-import { startOwnRedis, uniquePrefix, type OwnRedis } from '../helpers/redis.js'
+import { recordKey, startOwnRedis, type OwnRedis, uniquePrefix } from '../helpers/redis.js'
 
 const HANG_MS = 3000 // "did not hang" bound for one request while Redis is down
 
@@ -67,7 +67,7 @@ async function fullCycle (t: Test, app: FastifyInstance, own: OwnRedis, prefix: 
   const l = await app.inject({ method: 'POST', url: '/auth/login', payload: alice })
   t.equal(l.statusCode, 200, l.statusCode === 200 ? 'login' : l.body)
   const pair = l.json()
-  const key = `${prefix}:{u-alice}:s:${pair.sessionId}`
+  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   t.equal(await redis.exists(key), 1, 'session record written to the restarted Redis')
   t.ok(await redis.pttl(key) > 0, 'record expires natively')
   t.equal((await app.inject({ url: '/me', headers: bearer(pair.accessToken) })).statusCode, 200)
@@ -100,7 +100,7 @@ t.test('Redis killed: 503 quickly, fail closed, then recovery when it restarts (
   const l = await app.inject({ method: 'POST', url: '/auth/login', payload: alice })
   t.equal(l.statusCode, 200, l.statusCode === 200 ? 'login' : l.body)
   const pair = l.json()
-  t.equal(await own.client().exists(`${prefix}:{u-alice}:s:${pair.sessionId}`), 1, 'session stored')
+  t.equal(await own.client().exists(recordKey(prefix, 'u-alice', pair.sessionId)), 1, 'session stored')
   t.equal((await app.inject({ url: '/me', headers: bearer(pair.accessToken) })).statusCode, 200)
 
   await own.kill()
