@@ -55,14 +55,19 @@ async function main (args: string[]): Promise<void> {
   process.stdout.write(`
 tokengate gateway on ${base} (${env.REDIS_URL !== undefined && env.REDIS_URL !== '' ? 'sessions in Redis' : 'in-memory sessions'}), demo upstream on 127.0.0.1:${(upstream.server.address() as AddressInfo).port}
 
-  # log in as the demo user
-  curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}'
+  # log in as the demo user and keep the two tokens
+  PAIR=$(curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}')
+  ACCESS=$(printf '%s' "$PAIR" | node -pe 'JSON.parse(require("fs").readFileSync(0)).accessToken')
+  REFRESH=$(printf '%s' "$PAIR" | node -pe 'JSON.parse(require("fs").readFileSync(0)).refreshToken')
 
-  # keep the tokens
-  ACCESS=$(curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}' | node -pe 'JSON.parse(require("fs").readFileSync(0)).accessToken')
-
-  # a protected route (401 without the token)
+  # a protected route: the upstream sees the user, not the token (401 without one)
   curl -s ${base}/api/hello -H "authorization: Bearer $ACCESS"
+  curl -s ${base}/api/hello
+
+  # the refresh hook: send the refresh token along and the request goes through even when the access
+  # token has expired or is missing (here: missing); the answer carries a new access token in
+  # x-access-token and the rotated refresh token in x-refresh-token
+  curl -s -i ${base}/api/hello -H "x-refresh-token: $REFRESH"
 
   # a public route
   curl -s ${base}/public/hello

@@ -127,7 +127,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
-export { requireRoles, type RouteAuthConfig } from './guards.js'
+export { authOf, requireRoles, type RouteAuthConfig } from './guards.js'
 export { KeySchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'

@@ -344,49 +344,35 @@ t.test('npm start: the demo and its printed curl steps', { skip: demoStart === u
   t.match(demo.stdout(), `127.0.0.1:${upPort}`, 'the demo upstream on DEMO_UPSTREAM_PORT')
   t.match(demo.stderr(), /TOKENGATE_SECRET is not set/, 'says it made up a secret')
 
-  const lines = demo.stdout().split('\n').map(l => l.trim()).filter(l => l.startsWith('curl ') || l.startsWith('ACCESS='))
-  const loginLine = lines.find(l => l.startsWith('curl ') && l.includes('/auth/login'))
-  const accessLine = lines.find(l => l.startsWith('ACCESS='))
-  const apiLines = lines.filter(l => l.includes('/api/hello'))
-  const publicLine = lines.find(l => l.includes('/public/hello'))
-  const logoutLine = lines.find(l => l.includes('/auth/logout'))
-  t.ok(loginLine !== undefined && accessLine !== undefined && publicLine !== undefined && logoutLine !== undefined, 'login, ACCESS, public and logout steps printed')
-  t.equal(apiLines.length, 2, 'the protected call is printed before and after logout')
-  if (loginLine === undefined || accessLine === undefined || publicLine === undefined || logoutLine === undefined || apiLines.length !== 2) return
-
+  // The printed steps, pasted into one shell as a new user would: every command line, in order.
+  const steps = demo.stdout().split('\n').filter(l => /^ {2}(curl |[A-Z]+=)/.test(l)).map(l => l.trim())
+  t.equal(steps.length, 9, `nine command lines printed (${steps.length})`)
+  const script = steps.map((line, i) => `printf '\\n@@%s\\n' ${i}\n${line}`).join('\n')
   const shellEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` }
-  const sh = (script: string, extra: Record<string, string> = {}): { status: number | null, out: string } => {
-    const r = spawnSync('bash', ['-c', script], { env: { ...shellEnv, ...extra }, encoding: 'utf8', timeout: 15_000 })
-    return { status: r.status, out: r.stdout }
+  const ran = spawnSync('bash', ['-c', script], { env: shellEnv, encoding: 'utf8', timeout: 30_000 })
+  t.equal(ran.status, 0, `the steps run (${ran.stderr})`)
+  const out = new Map<number, string>()
+  for (const part of ran.stdout.split('\n@@').slice(1)) {
+    const nl = part.indexOf('\n')
+    out.set(Number(part.slice(0, nl)), part.slice(nl + 1).trim())
   }
+  const at = (pattern: RegExp): string => out.get(steps.findIndex(l => pattern.test(l))) ?? ''
+  const json = (text: string): any => { try { return JSON.parse(text) } catch { return { unparsed: text } } }
 
-  const loginOut = sh(loginLine)
-  t.equal(loginOut.status, 0)
-  const pair = JSON.parse(loginOut.out) as Pair
-  t.type(pair.accessToken, 'string', 'the login step prints a token pair')
-  t.type(pair.refreshToken, 'string')
+  t.match(steps[0], /^PAIR=\$\(curl .*\/auth\/login/, 'first: log in and keep the pair')
+  t.equal(out.get(0), '', 'the assignments print nothing')
+  const withToken = json(out.get(steps.findIndex(l => l.includes('/api/hello') && l.includes('Bearer $ACCESS'))) ?? '')
+  t.match(withToken, { service: 'demo', user: 'demo', roles: 'user', path: '/api/hello', sawAuthorization: false }, 'the protected call: the upstream saw the demo user, not the token')
+  const noToken = json(out.get(steps.findIndex(l => /\/api\/hello$/.test(l))) ?? '')
+  t.match(noToken, { statusCode: 401, code: 'TOKENGATE_TOKEN_MISSING' }, 'without a token: 401')
 
-  const acc = sh(`${accessLine}\nprintf '%s' "$ACCESS"`)
-  t.equal(acc.status, 0)
-  const ACCESS = acc.out
-  t.match(ACCESS, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'ACCESS holds a JWT')
+  const hooked = at(/x-refresh-token: \$REFRESH/)
+  t.match(hooked, /^HTTP\/1\.1 200 /, 'the refresh hook: only the refresh token, and the request goes through')
+  t.match(hooked, /^x-access-token: [\w-]+\.[\w-]+\.[\w-]+\r?$/m, 'with a new access token in x-access-token')
+  t.match(hooked, /^x-refresh-token: tgr1\./m, 'and the rotated refresh token in x-refresh-token')
+  t.match(json(hooked.slice(hooked.indexOf('{'))), { user: 'demo' }, 'the upstream saw the demo user')
 
-  const protectedOut = sh(apiLines[0], { ACCESS })
-  const echo = JSON.parse(protectedOut.out)
-  t.equal(echo.service, 'demo')
-  t.equal(echo.user, 'demo', 'the demo upstream saw the demo user')
-  t.equal(echo.roles, 'user')
-  t.equal(echo.path, '/api/hello')
-  t.equal(echo.sawAuthorization, false)
-
-  const publicOut = JSON.parse(sh(publicLine).out)
-  t.equal(publicOut.path, '/public/hello')
-  t.equal(publicOut.user, null)
-
-  const logoutOut = sh(logoutLine, { ACCESS })
-  t.equal(logoutOut.out.trim(), '204')
-
-  const afterOut = JSON.parse(sh(apiLines[1], { ACCESS }).out)
-  t.equal(afterOut.code, 'TOKENGATE_TOKEN_REVOKED')
-  t.equal(afterOut.statusCode, 401)
+  t.match(json(at(/\/public\/hello/)), { path: '/public/hello', user: null }, 'the public route: no identity')
+  t.equal(at(/\/auth\/logout/), '204', 'logout: 204')
+  t.match(json(out.get(steps.length - 1) ?? ''), { statusCode: 401, code: 'TOKENGATE_TOKEN_REVOKED' }, 'after logout the access token is refused')
 })

@@ -37,9 +37,9 @@ export function killChildren (): void {
   cleanup()
 }
 
-/** A fresh temp dir, removed when this test process ends (or earlier with removeTempDir). */
-export function tempDir (name: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `tokengate-${name}-`))
+/** A fresh temp dir (under `parent`, default the OS temp dir), removed when this test process ends (or earlier with removeTempDir). */
+export function tempDir (name: string, parent = os.tmpdir()): string {
+  const dir = mkdtempSync(path.join(parent, `tokengate-${name}-`))
   dirs.add(dir)
   return dir
 }

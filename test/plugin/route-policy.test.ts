@@ -3,7 +3,7 @@
 // app.ready() fail with a message naming the route and the field.
 import t from 'tap'
 import Fastify from 'fastify'
-import tokengate, { requireRoles } from '../../plugin/index.js'
+import tokengate, { authOf, requireRoles } from '../../plugin/index.js'
 import { SECRET, USERS } from '../helpers/app.js'
 
 async function appWith (auth: unknown): Promise<{ ready: Promise<unknown>, token: string, inject: () => Promise<{ statusCode: number, body: string }> }> {
@@ -57,4 +57,20 @@ t.test('requireRoles takes an array of non-empty strings; anything else throws a
   t.throws(() => requireRoles([] as never), /requireRoles.*at least one/)
   t.throws(() => requireRoles(['admin', ''] as never), /requireRoles/)
   t.type(requireRoles(['admin']), 'function')
+})
+
+t.test('authOf(request): the identity on a protected route; 401 (or the kept error) where there is none', async t => {
+  const app = Fastify({ logger: false })
+  await app.register(tokengate, { secret: SECRET })
+  app.get('/who', async (request) => ({ userId: authOf(request).userId }))
+  const pair = await app.tokengate.issue(USERS.alice.user)
+  const ok = await app.inject({ url: '/who', headers: { authorization: `Bearer ${pair.accessToken}` } })
+  t.equal(ok.statusCode, 200)
+  t.same(ok.json(), { userId: 'u-alice' })
+  const none = await app.inject({ url: '/who' })
+  t.equal(none.statusCode, 401)
+  t.equal(none.json().code, 'TOKENGATE_TOKEN_MISSING')
+  const bad = await app.inject({ url: '/who', headers: { authorization: 'Bearer not-a-token' } })
+  t.equal(bad.statusCode, 401)
+  t.equal(bad.json().code, 'TOKENGATE_TOKEN_INVALID', 'the error the hook kept')
 })

@@ -3,6 +3,7 @@
 import Fastify, { type FastifyReply, type FastifyRequest, type onRequestHookHandler, type RouteShorthandOptions } from 'fastify'
 import { Redis } from 'ioredis'
 import tokengate, {
+  authOf,
   requireRoles,
   type AuthInfo,
   type SessionInfo,
@@ -125,6 +126,11 @@ export async function userApp (): Promise<void> {
     request.auth!.roles.push('admin')
     // @ts-expect-error request.auth may be null on an anonymous request
     expectType<string>(request.auth.userId)
+
+    // authOf: the identity typed as AuthInfo, or a 401 thrown.
+    const auth = authOf(request)
+    expectType<string>(auth.userId)
+    expectType<readonly string[]>(auth.roles)
 
     return { userId: request.auth!.userId }
   })
