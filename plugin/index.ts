@@ -30,6 +30,11 @@ export interface TokengateApi {
   readonly store: SessionStore
   /** Whether this instance's revocation feed is up (else revocations are checked in the store per request). */
   readonly feedUp: boolean
+  /**
+   * Calls `listener(sessionId, userId?)` once for every revocation this instance learns of, its own and the
+   * feed's (userId only for its own), so long-lived work of a dead session can end; returns the unsubscribe.
+   */
+  onSessionRevoked: (listener: (sessionId: string, userId?: string) => void) => () => void
 }
 
 declare module 'fastify' {
@@ -92,7 +97,8 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     revokeAll: async (userId) => await sessions.revokeAll(userId),
     listSessions: async (userId) => await sessions.listSessions(userId),
     store,
-    get feedUp () { return revocations.up }
+    get feedUp () { return revocations.up },
+    onSessionRevoked: (listener) => revocations.onRevoked(listener)
   }
   app.decorate('tokengate', api)
   app.decorate('authenticate', authenticate as onRequestHookHandler)

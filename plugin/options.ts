@@ -41,6 +41,7 @@ export const OptionsSchema = Type.Object({
   renewExpiredRefresh: Type.Boolean({ default: true }),
   maxSessionAge: Type.Union(DurationSchema.anyOf, { default: '30d' }),
   storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
+  maxSessionsPerUser: Type.Optional(Type.Integer({ minimum: 1 })),
   cookie: Type.Object({
     domain: Type.Optional(Type.String({ minLength: 1 })),
     secure: Type.Boolean({ default: true })
@@ -68,7 +69,7 @@ export interface RequestMeta {
 }
 
 export interface AuditMeta extends RequestMeta {
-  /** Why a session was revoked: 'logout', 'logout-all', 'delete', 'reuse' or 'api'. */
+  /** Why a session was revoked: 'logout', 'logout-all', 'delete', 'reuse', 'limit' or 'api'. */
   reason?: string
 }
 
@@ -112,6 +113,7 @@ export interface ResolvedOptions {
   renewExpiredRefresh: boolean
   maxSessionAgeMs: number
   storeTimeoutMs: number
+  maxSessionsPerUser?: number
   cookie: { domain?: string, secure: boolean }
   routes?: { prefix: string, verifyCredentials?: VerifyCredentials }
   refreshClaims?: RefreshClaims
@@ -225,6 +227,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     renewExpiredRefresh: o.renewExpiredRefresh,
     maxSessionAgeMs,
     storeTimeoutMs: o.storeTimeoutMs,
+    maxSessionsPerUser: o.maxSessionsPerUser,
     cookie: o.cookie as ResolvedOptions['cookie'],
     routes: o.routes as ResolvedOptions['routes'],
     refreshClaims: o.refreshClaims,

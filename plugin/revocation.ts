@@ -7,9 +7,13 @@ import type { RevocationEntry, SessionStore } from './store/index.js'
 const PRUNE_MS = 30_000
 const PUBLISH_ATTEMPTS = 3
 
+/** Called once per revoked session an instance learns of: its own revocations and the feed's. */
+export type RevocationListener = (sessionId: string, userId?: string) => void
+
 export class Revocations {
   private readonly revoked = new Map<string, number>()
   private readonly pending = new Map<string, number>()
+  private readonly listeners = new Set<RevocationListener>()
   private generation = 0
   private loading?: Promise<void>
   private timer?: NodeJS.Timeout
@@ -57,8 +61,27 @@ export class Revocations {
     }
   }
 
-  private remember (sessionId: string, until: number): void {
-    if (until > (this.revoked.get(sessionId) ?? 0)) this.revoked.set(sessionId, until)
+  private remember (sessionId: string, until: number, userId?: string): void {
+    const known = this.revoked.get(sessionId)
+    if (known !== undefined && known >= until) return
+    this.revoked.set(sessionId, until)
+    if (known === undefined || known <= Date.now()) this.announce(sessionId, userId)
+  }
+
+  private announce (sessionId: string, userId: string | undefined): void {
+    for (const l of this.listeners) {
+      try {
+        l(sessionId, userId)
+      } catch (err) {
+        this.log.error({ err }, 'tokengate: an onSessionRevoked listener failed')
+      }
+    }
+  }
+
+  /** Calls `listener` for every revocation this instance learns of from now on; returns the unsubscribe. */
+  onRevoked (listener: RevocationListener): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
   }
 
   private prune (now: number): void {
@@ -82,12 +105,12 @@ export class Revocations {
   }
 
   /** Revokes sessions at once here, then for every instance (retried; kept for the next reconnect on failure). */
-  async publish (sessionIds: string[]): Promise<void> {
+  async publish (sessionIds: string[], userId?: string): Promise<void> {
     if (sessionIds.length === 0) return
     const now = Date.now()
     const until = now + this.windowMs
     for (const id of sessionIds) {
-      this.remember(id, until)
+      this.remember(id, until, userId)
       this.pending.set(id, until)
     }
     await this.flushPending()
@@ -112,6 +135,7 @@ export class Revocations {
 
   close (): void {
     this.closed = true
+    this.listeners.clear()
     this.up = false
     clearInterval(this.timer)
   }

@@ -132,7 +132,7 @@ export class Sessions {
     const refreshExpiresAt = now + this.opts.refreshTtlMs
     const roles = user.roles ?? []
     const claims = ownClaims(user.claims)
-    await this.stored('issue', async () => await this.store.create({
+    const evicted = await this.stored('issue', async () => await this.store.create({
       userId: user.sub,
       sessionId,
       refreshHash: hashRefreshId(refreshId),
@@ -142,9 +142,14 @@ export class Sessions {
       userAgent: meta.userAgent?.slice(0, MAX_USER_AGENT),
       roles,
       claims
-    }, this.times(now)))
+    }, this.times(now), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
+    if (evicted.length > 0) {
+      // maxSessionsPerUser: the least recently used sessions went in the same script; their access tokens die now.
+      await this.publish(evicted, user.sub)
+      for (const id of evicted) await this.audit(this.opts.onRevoke, 'onRevoke', user.sub, id, { ...meta, reason: 'limit' })
+    }
     return this.pair(user.sub, sessionId, { roles, claims, createdAt: now }, refreshToken, refreshExpiresAt, now)
   }
 
@@ -159,17 +164,22 @@ export class Sessions {
   async refresh (refreshToken: string, meta: RequestMeta = {}): Promise<TokenPair> {
     const now = Date.now()
     const parts = this.checkRefresh(refreshToken, now)
+    // Revoked here (by this instance or the feed): refused without asking the store, which may have lost the
+    // deletion in a failover.
+    if (this.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
     const rotate = this.opts.rotateRefreshTokens
     const successorId = rotate ? this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex) : parts.refreshId
     let fresh: Pick<UserInfo, 'roles' | 'claims'> | null | undefined
     const refreshClaims = this.opts.refreshClaims
     if (refreshClaims !== undefined) fresh = await this.userCallback('refreshClaims', () => refreshClaims(parts.userId, parts.sessionId))
+    const presentedHash = hashRefreshId(parts.refreshId)
     const r = await this.stored('refresh', async () => await this.store.rotate({
       ...this.times(now),
       userId: parts.userId,
       sessionId: parts.sessionId,
-      presentedHash: hashRefreshId(parts.refreshId),
+      presentedHash,
       successorHash: hashRefreshId(successorId),
+      parentHash: parts.parentHash,
       rotate,
       graceMs: this.opts.reuseGraceMs,
       roles: fresh?.roles,
@@ -180,15 +190,16 @@ export class Sessions {
       const auditMeta = { ...meta, reason: 'reuse' }
       await this.audit(this.opts.onReuseDetected, 'onReuseDetected', parts.userId, parts.sessionId, auditMeta)
       try {
-        await this.revocations.publish([parts.sessionId])
+        await this.revocations.publish([parts.sessionId], parts.userId)
       } catch (err) {
         this.log.error({ err }, 'tokengate: publishing a revocation failed; it is retried when the store is back')
       }
       await this.audit(this.opts.onRevoke, 'onRevoke', parts.userId, parts.sessionId, auditMeta)
       throw new RefreshReusedError()
     }
+    if (r.ahead === true) this.caughtUp(parts)
     const newRefresh = rotate
-      ? this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, expiresAt: r.record.refreshExpiresAt })
+      ? this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, parentHash: presentedHash, expiresAt: r.record.refreshExpiresAt })
       : refreshToken
     await this.audit(this.opts.onRefresh, 'onRefresh', parts.userId, parts.sessionId, meta)
     return this.pair(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, now)
@@ -201,19 +212,27 @@ export class Sessions {
   async renew (parts: RefreshParts & { keyIndex: number }): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {
     const now = Date.now()
     const successorId = this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex)
+    const presentedHash = hashRefreshId(parts.refreshId)
     const r = await this.stored('renew', async () => await this.store.renew({
       ...this.times(now),
       userId: parts.userId,
       sessionId: parts.sessionId,
-      presentedHash: hashRefreshId(parts.refreshId),
+      presentedHash,
       successorHash: hashRefreshId(successorId),
+      parentHash: parts.parentHash,
       graceMs: this.opts.reuseGraceMs
     }))
     if (r.status !== 'ok') return null
+    if (r.ahead === true) this.caughtUp(parts)
     return {
-      refreshToken: this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, expiresAt: r.record.refreshExpiresAt }),
+      refreshToken: this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, parentHash: presentedHash, expiresAt: r.record.refreshExpiresAt }),
       refreshExpiresIn: Math.max(0, Math.round((r.record.refreshExpiresAt - now) / 1000))
     }
+  }
+
+  /** A token one rotation ahead of its record was accepted: the store had lost a rotation (a failover). */
+  private caughtUp (parts: RefreshParts): void {
+    this.log.info({ sessionId: parts.sessionId }, 'tokengate: a refresh token one rotation ahead of its session was accepted (the store had lost a rotation); the session caught up')
   }
 
   /** The AuthInfo of a verified payload, frozen (it is shared by every request with that token). */
@@ -281,14 +300,14 @@ export class Sessions {
   async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {
     const gone = await this.stored('revoke', async () => await this.store.revoke(userId, [sessionId]))
     if (gone.length === 0) return false
-    await this.publish(gone)
+    await this.publish(gone, userId)
     await this.audit(this.opts.onRevoke, 'onRevoke', userId, sessionId, meta)
     return true
   }
 
   async revokeAll (userId: string, meta: AuditMeta = { reason: 'api' }): Promise<number> {
     const gone = await this.stored('revokeAll', async () => await this.store.revokeAll(userId))
-    await this.publish(gone)
+    await this.publish(gone, userId)
     for (const id of gone) await this.audit(this.opts.onRevoke, 'onRevoke', userId, id, meta)
     return gone.length
   }
@@ -296,12 +315,12 @@ export class Sessions {
   /** Logout of the session an access token names: revoked even if its record already went. */
   async logout (auth: AuthInfo, meta: AuditMeta): Promise<void> {
     await this.stored('logout', async () => await this.store.revoke(auth.userId, [auth.sessionId]))
-    await this.publish([auth.sessionId])
+    await this.publish([auth.sessionId], auth.userId)
     await this.audit(this.opts.onRevoke, 'onRevoke', auth.userId, auth.sessionId, meta)
   }
 
-  private async publish (sessionIds: string[]): Promise<void> {
-    await this.stored('revocation publish', async () => await this.revocations.publish(sessionIds))
+  private async publish (sessionIds: string[], userId?: string): Promise<void> {
+    await this.stored('revocation publish', async () => await this.revocations.publish(sessionIds, userId))
   }
 
   async listSessions (userId: string, currentSessionId?: string): Promise<SessionInfo[]> {

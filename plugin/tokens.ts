@@ -33,9 +33,13 @@ export interface RefreshParts {
   refreshId: string
   /** Expiry in ms since epoch. */
   expiresAt: number
+  /** The hash of the refresh id this one succeeded (absent on a session's first token and on tgr1 tokens). */
+  parentHash?: string
 }
 
-const REFRESH_PREFIX = 'tgr1'
+// tgr2.<b64url user>.<session>.<refresh id>.<parent hash | ->.<expiry ms, base36>.<mac>; tgr1 (0.1) had no parent.
+const REFRESH_PREFIX = 'tgr2'
+const REFRESH_PREFIX_V1 = 'tgr1'
 const ID_BYTES = 16
 const MAC_LABEL = 'tokengate refresh-token mac v1'
 const SUCCESSOR_LABEL = 'tokengate refresh-token successor v1'
@@ -57,9 +61,9 @@ function random (n: number): Buffer {
 
 export const newId = (): string => random(ID_BYTES).toString('base64url')
 
-/** What the store keeps instead of a refresh id: 128 bits of its SHA-256. */
+/** What the store keeps instead of a refresh id: the first 128 bits of its SHA-256 (22 base64url characters). */
 export const hashRefreshId = (refreshId: string): string =>
-  createHash('sha256').update(refreshId).digest('base64url').slice(0, 22)
+  createHash('sha256').update(refreshId).digest().subarray(0, 16).toString('base64url')
 
 const b64urlRe = /^[A-Za-z0-9_-]+$/
 
@@ -153,7 +157,7 @@ export class Tokens {
   }
 
   makeRefresh (p: RefreshParts): string {
-    const body = `${REFRESH_PREFIX}.${Buffer.from(p.userId, 'utf8').toString('base64url')}.${p.sessionId}.${p.refreshId}.${p.expiresAt.toString(36)}`
+    const body = `${REFRESH_PREFIX}.${Buffer.from(p.userId, 'utf8').toString('base64url')}.${p.sessionId}.${p.refreshId}.${p.parentHash ?? '-'}.${p.expiresAt.toString(36)}`
     return `${body}.${createHmac('sha256', this.refreshKeys[0].mac).update(body).digest('base64url')}`
   }
 
@@ -161,24 +165,33 @@ export class Tokens {
   peekRefreshExpiry (token: string): number | null {
     const end = token.lastIndexOf('.')
     const start = token.lastIndexOf('.', end - 1)
-    if (start < 0 || !token.startsWith(REFRESH_PREFIX + '.')) return null
+    if (start < 0 || !(token.startsWith(REFRESH_PREFIX + '.') || token.startsWith(REFRESH_PREFIX_V1 + '.'))) return null
     const exp = parseInt(token.slice(start + 1, end), 36)
     return Number.isFinite(exp) ? exp : null
   }
 
-  /** Parses a refresh token and checks its MAC in constant time; null when it is not one of ours. */
+  /** Parses a refresh token (tgr2, or 0.1's tgr1) and checks its MAC in constant time; null when it is not one of ours. */
   parseRefresh (token: string): (RefreshParts & { keyIndex: number }) | null {
     if (typeof token !== 'string' || token.length > 4096) return null
     const parts = token.split('.')
-    if (parts.length !== 6 || parts[0] !== REFRESH_PREFIX) return null
-    const [, user, sessionId, refreshId, exp, mac] = parts
+    let user: string, sessionId: string, refreshId: string, parent: string | undefined, exp: string, mac: string
+    if (parts.length === 7 && parts[0] === REFRESH_PREFIX) {
+      [, user, sessionId, refreshId, parent, exp, mac] = parts
+      if (parent !== '-' && !/^[A-Za-z0-9_-]{22}$/.test(parent)) return null
+    } else if (parts.length === 6 && parts[0] === REFRESH_PREFIX_V1) {
+      [, user, sessionId, refreshId, exp, mac] = parts
+    } else {
+      return null
+    }
     if (!b64urlRe.test(user) || !b64urlRe.test(sessionId) || !b64urlRe.test(refreshId) || !/^[0-9a-z]{1,12}$/.test(exp) || !b64urlRe.test(mac)) return null
     const given = Buffer.from(mac, 'base64url')
     const body = token.slice(0, token.length - mac.length - 1)
     for (let i = 0; i < this.refreshKeys.length; i++) {
       const want = createHmac('sha256', this.refreshKeys[i].mac).update(body).digest()
       if (given.length === want.length && timingSafeEqual(given, want)) {
-        return { userId: Buffer.from(user, 'base64url').toString('utf8'), sessionId, refreshId, expiresAt: parseInt(exp, 36), keyIndex: i }
+        const out: RefreshParts & { keyIndex: number } = { userId: Buffer.from(user, 'base64url').toString('utf8'), sessionId, refreshId, expiresAt: parseInt(exp, 36), keyIndex: i }
+        if (parent !== undefined && parent !== '-') out.parentHash = parent
+        return out
       }
     }
     return null

@@ -16,6 +16,8 @@ export interface SessionRecord {
   userAgent?: string
   roles: string[]
   claims: Record<string, unknown>
+  /** The DPoP key thumbprint the session is bound to (RFC 7638), if any. */
+  jkt?: string
 }
 
 export interface NewSession {
@@ -28,6 +30,12 @@ export interface NewSession {
   userAgent?: string
   roles: string[]
   claims: Record<string, unknown>
+  jkt?: string
+}
+
+export interface CreateOptions {
+  /** At most this many live sessions per user: a creation beyond it evicts the least recently used ones. */
+  maxSessions?: number
 }
 
 /** Times every store operation needs to compute expiries itself, atomically. */
@@ -45,6 +53,11 @@ export interface RotateInput extends SessionTimes {
   presentedHash: string
   /** Hash of the successor refresh id (derived from the presented one). Equal to presentedHash when not rotating. */
   successorHash: string
+  /**
+   * Hash of the presented refresh id's parent, when the token says: a token one rotation ahead of the record
+   * (the record lost a rotation it had acknowledged, in a failover) is accepted, and the record catches up.
+   */
+  parentHash?: string
   rotate: boolean
   graceMs: number
   /** New roles/claims from refreshClaims(), stored with the rotation. */
@@ -55,14 +68,15 @@ export interface RotateInput extends SessionTimes {
 export type RenewInput = Omit<RotateInput, 'rotate' | 'roles' | 'claims'>
 
 export type RotateResult =
-  | { status: 'ok', grace: boolean, record: SessionRecord }
+  /** `ahead`: the presented token was one rotation ahead of the record, which caught up. */
+  | { status: 'ok', grace: boolean, ahead?: boolean, record: SessionRecord }
   /** No such session: expired, revoked or never issued. */
   | { status: 'missing' }
   /** A live session's refresh id that is neither current nor previous-in-grace: the session was deleted. */
   | { status: 'reused' }
 
 export type RenewResult =
-  | { status: 'ok', grace: boolean, record: SessionRecord }
+  | { status: 'ok', grace: boolean, ahead?: boolean, record: SessionRecord }
   | { status: 'missing' }
   /** The presented refresh id is not the session's current one. */
   | { status: 'stale' }
@@ -83,8 +97,8 @@ export interface RevocationFeedHandlers {
 }
 
 export interface SessionStore {
-  /** Creates a session record and adds it to the user's index. */
-  create: (session: NewSession, times: SessionTimes) => Promise<void>
+  /** Creates a session; resolves to the ids of sessions it evicted (maxSessions, least recently used first). */
+  create: (session: NewSession, times: SessionTimes, options?: CreateOptions) => Promise<string[]>
   /** Rotation, grace window and reuse detection in one atomic step. */
   rotate: (input: RotateInput) => Promise<RotateResult>
   /** Origin step 4.2: a new refresh id for a session whose refresh token expired. */

@@ -1,6 +1,6 @@
 // An in-process SessionStore: the same contract as the Redis store, for a single process.
 import type {
-  NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
+  CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
   SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
@@ -43,9 +43,10 @@ export class MemoryStore implements SessionStore {
     for (const [id, until] of this.revoked) if (until <= now) this.revoked.delete(id)
   }
 
-  async create (s: NewSession, t: SessionTimes): Promise<void> {
+  async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
     let sessions = this.users.get(s.userId)
     if (sessions === undefined) this.users.set(s.userId, (sessions = new Map()))
+    for (const [id, e] of sessions) if (e.expiresAt <= t.now) sessions.delete(id)
     sessions.set(s.sessionId, {
       sessionId: s.sessionId,
       refreshHash: s.refreshHash,
@@ -56,8 +57,18 @@ export class MemoryStore implements SessionStore {
       ip: s.ip,
       userAgent: s.userAgent,
       roles: [...s.roles],
-      claims: structuredClone(s.claims)
+      claims: structuredClone(s.claims),
+      ...(s.jkt !== undefined ? { jkt: s.jkt } : {})
     })
+    const evicted: string[] = []
+    const max = options.maxSessions ?? 0
+    for (let over = max > 0 ? sessions.size - max : 0; over > 0; over--) {
+      let lru: Entry | undefined
+      for (const e of sessions.values()) if (e.sessionId !== s.sessionId && (lru === undefined || e.lastUsedAt < lru.lastUsedAt)) lru = e
+      sessions.delete(lru!.sessionId)
+      evicted.push(lru!.sessionId)
+    }
+    return evicted
   }
 
   private advance (e: Entry, presented: string, successor: string, t: SessionTimes): void {
@@ -76,10 +87,14 @@ export class MemoryStore implements SessionStore {
     const e = this.live(i.userId, i.sessionId, i.now)
     if (e === undefined) return { status: 'missing' }
     let grace = false
+    let ahead = false
     if (e.refreshHash === i.presentedHash) {
       if (i.rotate) this.advance(e, i.presentedHash, i.successorHash, i)
     } else if (i.rotate && this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) {
       grace = true
+    } else if (i.rotate && i.parentHash !== undefined && e.refreshHash === i.parentHash) {
+      ahead = true
+      this.advance(e, i.presentedHash, i.successorHash, i)
     } else {
       this.users.get(i.userId)!.delete(i.sessionId)
       return { status: 'reused' }
@@ -87,7 +102,7 @@ export class MemoryStore implements SessionStore {
     e.lastUsedAt = i.now
     if (i.roles !== undefined) e.roles = [...i.roles]
     if (i.claims !== undefined) e.claims = structuredClone(i.claims)
-    return { status: 'ok', grace, record: snapshot(e) }
+    return { status: 'ok', grace, ...(ahead ? { ahead } : {}), record: snapshot(e) }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
@@ -95,15 +110,19 @@ export class MemoryStore implements SessionStore {
     if (e === undefined) return { status: 'missing' }
     if (i.now >= e.createdAt + i.maxSessionAgeMs) return { status: 'capped' }
     let grace = false
+    let ahead = false
     if (e.refreshHash === i.presentedHash) {
       this.advance(e, i.presentedHash, i.successorHash, i)
     } else if (this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs) && e.refreshExpiresAt > i.now) {
       grace = true
+    } else if (i.parentHash !== undefined && e.refreshHash === i.parentHash) {
+      ahead = true
+      this.advance(e, i.presentedHash, i.successorHash, i)
     } else {
       return { status: 'stale' }
     }
     e.lastUsedAt = i.now
-    return { status: 'ok', grace, record: snapshot(e) }
+    return { status: 'ok', grace, ...(ahead ? { ahead } : {}), record: snapshot(e) }
   }
 
   async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
@@ -181,6 +200,7 @@ function snapshot (e: Entry): SessionRecord {
     ip: e.ip,
     userAgent: e.userAgent,
     roles: [...e.roles],
-    claims: structuredClone(e.claims)
+    claims: structuredClone(e.claims),
+    ...(e.jkt !== undefined ? { jkt: e.jkt } : {})
   }
 }

@@ -1,10 +1,12 @@
-// The Redis SessionStore: one hash per session and one sorted set per user, both under the user's
-// hash tag (one Cluster slot per user), expiring natively; every state change is one Lua script.
+// The Redis SessionStore: all sessions of a user in one key under the user's hash tag (one Cluster slot
+// per user), expiring natively with the user's latest session; every operation is one Lua script.
+// The record layout is in lua/common.lua; sessions of the 0.1 layout are moved over as they are touched.
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
 import type {
-  NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
-  SessionRecord, SessionStore, SessionTimes
+  CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
+  RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
 type Client = Redis | Cluster
@@ -25,18 +27,19 @@ const LUA_DIR = new URL('./lua/', import.meta.url)
 const COMMON = readFileSync(new URL('common.lua', LUA_DIR), 'utf8')
 const script = (name: string): string => COMMON + '\n' + readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
 
-// Names are namespaced so several stores (or a user's own scripts) can share one ioredis instance.
+// Names are namespaced (and versioned: the 0.1 scripts took other arguments) so several stores, or a
+// user's own scripts, can share one ioredis instance.
 const SCRIPTS = {
-  tokengateCreate: { numberOfKeys: 2, lua: script('create') },
-  tokengateRotate: { numberOfKeys: 2, lua: script('rotate') },
-  tokengateRenew: { numberOfKeys: 2, lua: script('renew') },
-  tokengateRevoke: { lua: script('revoke') },
-  tokengateRevokeAll: { numberOfKeys: 1, lua: script('revoke-all') },
-  tokengateList: { numberOfKeys: 1, lua: script('list') },
-  tokengateMarkRevoked: { numberOfKeys: 1, lua: script('mark-revoked') }
+  tokengate2Create: { numberOfKeys: 2, lua: script('create') },
+  tokengate2Rotate: { numberOfKeys: 2, lua: script('rotate') },
+  tokengate2Renew: { numberOfKeys: 2, lua: script('renew') },
+  tokengate2Revoke: { numberOfKeys: 2, lua: script('revoke') },
+  tokengate2RevokeAll: { numberOfKeys: 2, lua: script('revoke-all') },
+  tokengate2List: { numberOfKeys: 2, lua: script('list') },
+  tokengate2MarkRevoked: { numberOfKeys: 1, lua: script('mark-revoked') }
 } as const
 
-type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
+type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
 
 /** Options for the connections tokengate opens itself: fail fast while Redis is away, reconnect forever. */
@@ -50,6 +53,12 @@ export function ownClientOptions (timeoutMs: number): import('ioredis').RedisOpt
   }
 }
 
+/** Whether a client carries a command timeout (ioredis then bounds every call on it). */
+function hasCommandTimeout (client: Client): boolean {
+  const timeout = client instanceof Cluster ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
+  return typeof timeout === 'number' && timeout > 0
+}
+
 /** `{`, `}` and `%` in a user id are percent-encoded so the id cannot break out of its hash tag. */
 export function encodeUserId (userId: string): string {
   return userId.replace(/[%{}]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase())
@@ -58,6 +67,8 @@ export function encodeUserId (userId: string): string {
 export class RedisStore implements SessionStore {
   readonly client: Client
   private readonly owned: boolean
+  /** Whether ioredis bounds every call itself (a command timeout on the connection), so no timer per call is needed. */
+  private readonly selfBounded: boolean
   private readonly prefix: string
   private readonly timeoutMs: number
   private readonly revokedKey: string
@@ -73,6 +84,7 @@ export class RedisStore implements SessionStore {
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
       : opts.redis
     if (this.owned) this.client.on('error', () => { /* reported by failing calls; reconnects by itself */ })
+    this.selfBounded = this.owned || hasCommandTimeout(this.client)
     for (const [name, def] of Object.entries(SCRIPTS)) {
       if (typeof (this.client as unknown as Record<string, unknown>)[name] !== 'function') this.client.defineCommand(name, def)
     }
@@ -95,12 +107,15 @@ export class RedisStore implements SessionStore {
     return `${this.prefix}:{${encodeUserId(userId)}}`
   }
 
-  recordKey (userId: string, sessionId: string): string {
-    return `${this.userTag(userId)}:s:${sessionId}`
+  /** The key holding all sessions of a user. */
+  sessionsKey (userId: string): string {
+    return `${this.userTag(userId)}:s`
   }
 
-  indexKey (userId: string): string {
-    return `${this.userTag(userId)}:sessions`
+  /** The 0.1 layout's keys of a user (read, moved over and deleted as the user is touched). */
+  private legacy (userId: string): { index: string, recordPrefix: string } {
+    const tag = this.userTag(userId)
+    return { index: `${tag}:sessions`, recordPrefix: `${tag}:s:` }
   }
 
   private get scripts (): Scripted {
@@ -108,12 +123,12 @@ export class RedisStore implements SessionStore {
   }
 
   /**
-   * Bounds a call even on a client whose options (a user's instance) would let it wait forever; the
-   * connections tokengate opens itself carry a command timeout already and need no timer per call
-   * (`always` adds one anyway, for calls off the hot path on connections that may lack it).
+   * Bounds a call even on a client whose options (a user's instance) would let it wait forever; clients
+   * with a command timeout (tokengate's own, the gateway's) need no timer per call (`always` adds one
+   * anyway, for calls off the hot path on connections that may lack it).
    */
   private async bounded<T> (p: Promise<T>, always = false): Promise<T> {
-    if (this.owned && !always) return await p
+    if (this.selfBounded && !always) return await p
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`Redis did not answer within ${this.timeoutMs}ms`)), this.timeoutMs)
@@ -125,62 +140,57 @@ export class RedisStore implements SessionStore {
     }
   }
 
-  async create (s: NewSession, t: SessionTimes): Promise<void> {
-    const fields: Array<string | number> = ['h', s.refreshHash, 're', s.refreshExpiresAt, 'st', s.createdAt, 'lu', t.now]
-    chunked('ro', JSON.stringify(s.roles), fields)
-    chunked('cl', JSON.stringify(s.claims), fields)
-    if (s.ip !== undefined && s.ip !== '') chunked('ip', s.ip, fields)
-    if (s.userAgent !== undefined && s.userAgent !== '') chunked('ua', s.userAgent, fields)
-    await this.bounded(this.scripts.tokengateCreate(
-      this.recordKey(s.userId, s.sessionId), this.indexKey(s.userId),
-      s.sessionId, t.now, s.refreshExpiresAt, t.extraMs, ...fields
-    ))
+  /** KEYS and the first ARGV (legacy record prefix, now) every session script takes. */
+  private head (userId: string, now: number): Array<string | number> {
+    const legacy = this.legacy(userId)
+    return [this.sessionsKey(userId), legacy.index, legacy.recordPrefix, now]
+  }
+
+  async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
+    return await this.bounded(this.scripts.tokengate2Create(
+      ...this.head(s.userId, t.now), s.sessionId, bin(s.refreshHash), s.refreshExpiresAt, t.extraMs,
+      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt
+    )) as string[]
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
-    const replace: string[] = []
-    if (i.roles !== undefined) chunked('ro', JSON.stringify(i.roles), replace)
-    if (i.claims !== undefined) chunked('cl', JSON.stringify(i.claims), replace)
-    const r = await this.bounded(this.scripts.tokengateRotate(
-      this.recordKey(i.userId, i.sessionId), this.indexKey(i.userId),
-      i.presentedHash, i.successorHash, i.now, i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs,
-      i.rotate ? '1' : '0', i.graceMs, i.sessionId, ...replace
-    )) as [string, number?, string[]?, number?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, record: parseRecord(i.sessionId, r[2]!, i.now + r[3]!) }
+    const r = await this.bounded(this.scripts.tokengate2Rotate(
+      ...this.head(i.userId, i.now), i.sessionId, bin(i.presentedHash), bin(i.successorHash), i.parentHash === undefined ? '' : bin(i.parentHash),
+      i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
+      i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims)
+    )) as [string, number?, number?, Row?]
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
     return { status: r[0] as 'missing' | 'reused' }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
-    const r = await this.bounded(this.scripts.tokengateRenew(
-      this.recordKey(i.userId, i.sessionId), this.indexKey(i.userId),
-      i.presentedHash, i.successorHash, i.now, i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.sessionId
-    )) as [string, number?, string[]?, number?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, record: parseRecord(i.sessionId, r[2]!, i.now + r[3]!) }
+    const r = await this.bounded(this.scripts.tokengate2Renew(
+      ...this.head(i.userId, i.now), i.sessionId, bin(i.presentedHash), bin(i.successorHash), i.parentHash === undefined ? '' : bin(i.parentHash),
+      i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs
+    )) as [string, number?, number?, Row?]
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
     return { status: r[0] as 'missing' | 'stale' | 'capped' }
   }
 
   async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
     if (sessionIds.length === 0) return []
-    const keys = sessionIds.map(id => this.recordKey(userId, id))
-    return await this.bounded(this.scripts.tokengateRevoke(
-      1 + keys.length, this.indexKey(userId), ...keys, Date.now(), ...sessionIds
-    )) as string[]
+    return await this.bounded(this.scripts.tokengate2Revoke(...this.head(userId, Date.now()), ...sessionIds)) as string[]
   }
 
   async revokeAll (userId: string): Promise<string[]> {
-    return await this.bounded(this.scripts.tokengateRevokeAll(this.indexKey(userId), `${this.userTag(userId)}:s:`)) as string[]
+    return await this.bounded(this.scripts.tokengate2RevokeAll(...this.head(userId, Date.now()))) as string[]
   }
 
   async list (userId: string, now: number): Promise<SessionRecord[]> {
-    const rows = await this.bounded(this.scripts.tokengateList(this.indexKey(userId), `${this.userTag(userId)}:s:`, now)) as Array<[string, string[], number]>
-    return rows.map(([id, fields, pttl]) => parseRecord(id, fields, now + pttl)).sort((a, b) => b.createdAt - a.createdAt)
+    const rows = await this.bounded(this.scripts.tokengate2List(...this.head(userId, now))) as Row[]
+    return rows.map(parseRow).sort((a, b) => b.createdAt - a.createdAt)
   }
 
   async markRevoked (entries: RevocationEntry[], now: number): Promise<void> {
     if (entries.length === 0) return
     const args: Array<string | number> = [this.channel, now]
     for (const e of entries) args.push(e.sessionId, e.until)
-    await this.bounded(this.scripts.tokengateMarkRevoked(this.revokedKey, ...args))
+    await this.bounded(this.scripts.tokengate2MarkRevoked(this.revokedKey, ...args))
   }
 
   async loadRevoked (now: number): Promise<RevocationEntry[]> {
@@ -208,12 +218,25 @@ export class RedisStore implements SessionStore {
       handlers.onState(false)
     }
     sub.on('error', () => { /* the feed reports down on close; reconnects by itself */ })
+    // The proof of life: a PING on the subscriber's own connection. A Cluster subscribes through a
+    // connection of its own choosing, which a PING on the Cluster would not reach: there the proof is a
+    // message this instance publishes to a channel of its own and hears back through the subscription.
+    const cluster = sub instanceof Cluster
+    const probeChannel = `${this.channel}:alive:${randomBytes(8).toString('hex')}`
+    let heard: (() => void) | undefined
     sub.on('message', (channel: string, message: string) => {
       if (channel === this.channel) handlers.onRevoked(message)
+      else if (channel === probeChannel) heard?.()
     })
+    const probe = async (): Promise<unknown> => cluster
+      ? await new Promise<void>((resolve, reject) => {
+        heard = resolve
+        this.client.publish(probeChannel, '1').catch(reject)
+      })
+      : await sub.ping()
     const up = async (): Promise<void> => {
       try {
-        await this.bounded(sub.subscribe(this.channel), true)
+        await this.bounded(cluster ? sub.subscribe(this.channel, probeChannel) : sub.subscribe(this.channel), true)
         subscribed = true
         handlers.onState(true)
       } catch {
@@ -222,8 +245,8 @@ export class RedisStore implements SessionStore {
     }
     sub.on('close', down)
     // A connection can go silent without closing (a partition that holds bytes and resets nothing): the
-    // feed proves it is alive with a PING every HEARTBEAT_MS, answered within timeoutMs. A miss counts the
-    // feed as down and starts a fresh connection, whose 'ready' subscribes (and reloads revocations) again.
+    // feed proves it is alive every HEARTBEAT_MS, answered within timeoutMs. A miss counts the feed as
+    // down and starts a fresh connection, whose 'ready' subscribes (and reloads revocations) again.
     let probing = false
     this.heartbeat = setInterval(() => {
       if (!subscribed || probing) return
@@ -239,7 +262,7 @@ export class RedisStore implements SessionStore {
         })
       }, this.timeoutMs)
       timer.unref()
-      sub.ping().then(() => {
+      probe().then(() => {
         answered = true
         probing = false
         clearTimeout(timer)
@@ -265,60 +288,38 @@ export class RedisStore implements SessionStore {
 
   async close (): Promise<void> {
     clearInterval(this.heartbeat)
+    // QUIT, then disconnect() in any case: with Sentinel, only disconnect() ends ioredis's own connections
+    // to the sentinels (its failover detector), which would otherwise keep the process alive.
     const quit = async (c: Client): Promise<void> => {
-      try { await this.bounded(c.quit()) } catch { c.disconnect() }
+      try { await this.bounded(c.quit()) } catch { /* closed below */ }
+      c.disconnect()
     }
     if (this.subscriber !== undefined) await quit(this.subscriber)
     if (this.owned) await quit(this.client)
   }
 }
 
-/**
- * Redis keeps a hash compact (a listpack, about half the memory of a hashtable) only while every value
- * fits hash-max-listpack-value (64 bytes by default). A longer value (a browser's user agent, large
- * claims) is stored as `field`, `field.1`, `field.2`, ... of at most 64 bytes each, split between
- * characters, and joined again on read.
- */
-export const CHUNK_BYTES = 64
+/** A refresh-id hash (22 base64url characters, 128 bits) as the 16 bytes the record keeps. */
+const bin = (hash: string): Buffer => Buffer.from(hash, 'base64url')
+const unhex = (h: string | false | null): string | undefined => typeof h === 'string' ? Buffer.from(h, 'hex').toString('base64url') : undefined
 
-export function chunked (field: string, value: string, out: Array<string | number>): void {
-  let part = ''
-  let bytes = 0
-  let n = 0
-  for (const ch of value) {
-    const size = ch.length === 2 ? 4 : ch.charCodeAt(0) < 0x80 ? 1 : ch.charCodeAt(0) < 0x800 ? 2 : 3
-    if (bytes + size > CHUNK_BYTES) {
-      out.push(n === 0 ? field : `${field}.${n}`, part)
-      n++
-      part = ''
-      bytes = 0
-    }
-    part += ch
-    bytes += size
-  }
-  out.push(n === 0 ? field : `${field}.${n}`, part)
-}
+/** A record as the scripts return it (lua/common.lua, out()). */
+type Row = [sid: string, h: string, p: string | null, pt: string | null, re: string, st: string, lu: string, x: string, ip: string, ua: string, ro: string, cl: string, jkt: string | null]
 
-function joined (h: Record<string, string>, field: string): string | undefined {
-  let value = h[field]
-  if (value === undefined) return undefined
-  for (let n = 1; h[`${field}.${n}`] !== undefined; n++) value += h[`${field}.${n}`]
-  return value
-}
-
-function parseRecord (sessionId: string, flat: string[], expiresAt: number): SessionRecord {
-  const h: Record<string, string> = {}
-  for (let i = 0; i < flat.length; i += 2) h[flat[i]] = flat[i + 1]
-  return {
+function parseRow (row: Row): SessionRecord {
+  const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt] = row
+  const record: SessionRecord = {
     sessionId,
-    refreshHash: h.h,
-    refreshExpiresAt: Number(h.re),
-    createdAt: Number(h.st),
-    lastUsedAt: Number(h.lu),
-    expiresAt,
-    ip: joined(h, 'ip'),
-    userAgent: joined(h, 'ua'),
-    roles: JSON.parse(joined(h, 'ro') ?? '[]'),
-    claims: JSON.parse(joined(h, 'cl') ?? '{}')
+    refreshHash: unhex(h)!,
+    refreshExpiresAt: Number(re),
+    createdAt: Number(st),
+    lastUsedAt: Number(lu),
+    expiresAt: Number(x),
+    ip: ip === '' ? undefined : ip,
+    userAgent: ua === '' ? undefined : ua,
+    roles: JSON.parse(ro),
+    claims: JSON.parse(cl)
   }
+  if (typeof jkt === 'string') record.jkt = jkt
+  return record
 }

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import { SECRET } from '../helpers/app.js'
-import { freePort, startOwnRedis } from '../helpers/redis.js'
+import { freePort, readSession, startOwnRedis } from '../helpers/redis.js'
 import { ROOT, childEnv, killChildren, spawnDist } from '../helpers/spawn.js'
 
 const compose = await readFile(path.join(ROOT, 'docker-compose.yml'), 'utf8')
@@ -68,7 +68,7 @@ t.test('the compose config and commands, run without Docker', async t => {
   const login = await fetch(`${base}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'demo', password: 'demo-password' }) })
   t.equal(login.status, 200, 'the demo user from examples/users.json logs in')
   const { accessToken, sessionId } = await login.json() as { accessToken: string, sessionId: string }
-  t.equal(await redis.client().exists(`tg:{demo}:s:${sessionId}`), 1, 'the session is in Redis under the default prefix')
+  t.ok(await readSession(redis.client(), 'tg', 'demo', sessionId), 'the session is in Redis under the default prefix')
 
   const orders = await fetch(`${base}/api/orders/7`, { headers: { authorization: `Bearer ${accessToken}` } })
   t.equal(orders.status, 200)

@@ -3,6 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
+import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { Redis } from 'ioredis'
 import { track } from './spawn.js'
 
@@ -98,10 +99,65 @@ export async function redisUrl (): Promise<string> {
   return await resolved
 }
 
-/** The Redis key of a session record, as the README's keys table names it. */
-export const recordKey = (prefix: string, userId: string, sessionId: string): string => `${prefix}:{${userId}}:s:${sessionId}`
-/** The Redis key of a user's session index. */
-export const indexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
+/** The Redis key holding all sessions of a user, as the README's keys table names it. */
+export const sessionsKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:s`
+/** The 0.1 layout's key of one session record (a hash), for migration tests. */
+export const legacyRecordKey = (prefix: string, userId: string, sessionId: string): string => `${prefix}:{${userId}}:s:${sessionId}`
+/** The 0.1 layout's per-user index (a sorted set), for migration tests. */
+export const legacyIndexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
+
+/** One session as Redis keeps it (README, "Redis keys"), decoded by an independent MessagePack library. */
+export interface StoredSession {
+  /** hash of the current refresh id, base64url (what hashOf(token) gives) */
+  h: string
+  /** hash of the previous refresh id, and when it was rotated (ms) */
+  p: string | null
+  pt: number | null
+  /** refresh expiry, session start, last use, record expiry (ms since the epoch) */
+  re: number
+  st: number
+  lu: number
+  x: number
+  ip: string
+  ua: string
+  ro: unknown
+  cl: unknown
+  jkt: string | null
+}
+
+const b64 = (v: unknown): string | null => v instanceof Uint8Array ? Buffer.from(v).toString('base64url') : typeof v === 'string' ? Buffer.from(v, 'latin1').toString('base64url') : null
+
+/** Every session of a user as stored (undefined when the user has no key), keyed by session id. Any client that can GET (a Cluster too). */
+export async function readSessions (client: Pick<Redis, 'getBuffer'>, prefix: string, userId: string): Promise<Record<string, StoredSession> | undefined> {
+  const raw = await client.getBuffer(sessionsKey(prefix, userId))
+  if (raw === null) return undefined
+  const map = decodeMsgpack(raw, { rawStrings: true }) as Record<string, unknown[]>
+  const out: Record<string, StoredSession> = {}
+  for (const [sid, r] of Object.entries(map)) {
+    const st = r[4] as number
+    const text = (v: unknown): string => Buffer.from(v as Uint8Array).toString('utf8')
+    out[sid] = {
+      h: b64(r[0])!,
+      p: r[1] === false ? null : b64(r[1]),
+      pt: r[2] === false ? null : st + (r[2] as number),
+      re: st + (r[3] as number),
+      st,
+      lu: st + (r[5] as number),
+      x: st + (r[6] as number),
+      ip: text(r[7]),
+      ua: text(r[8]),
+      ro: JSON.parse(text(r[9])),
+      cl: JSON.parse(text(r[10])),
+      jkt: r[11] === false || r[11] === undefined ? null : text(r[11])
+    }
+  }
+  return out
+}
+
+/** One session as stored, or undefined. */
+export async function readSession (client: Pick<Redis, 'getBuffer'>, prefix: string, userId: string, sessionId: string): Promise<StoredSession | undefined> {
+  return (await readSessions(client, prefix, userId))?.[sessionId]
+}
 
 /** A key prefix no other test uses. */
 export function uniquePrefix (name = 't'): string {

@@ -32,14 +32,14 @@ export function craftAccessToken (claims: Record<string, unknown>, o: CraftOptio
 export const b64json = (part: string): Record<string, unknown> => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
 export const toB64json = (obj: unknown): string => Buffer.from(JSON.stringify(obj)).toString('base64url')
 
-export interface RefreshParts { userId: string, sessionId: string, refreshId: string, expiresAt: number }
+export interface RefreshParts { userId: string, sessionId: string, refreshId: string, parentHash: string | null, expiresAt: number }
 
-/** Splits a refresh token `tgr1.<b64url userId>.<sessionId>.<refreshId>.<expiry base36>.<mac>`. */
+/** Splits a refresh token `tgr2.<b64url userId>.<sessionId>.<refreshId>.<parent hash | ->.<expiry base36>.<mac>`. */
 export function refreshParts (token: string): RefreshParts {
   const p = token.split('.')
-  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
-  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], expiresAt: parseInt(p[4], 36) }
+  if (p.length !== 7 || p[0] !== 'tgr2') throw new Error(`not a refresh token: ${token.slice(0, 12)}…`)
+  return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], parentHash: p[4] === '-' ? null : p[4], expiresAt: parseInt(p[5], 36) }
 }
 
-/** What the store keeps for a refresh token's id: 128 bits of its SHA-256, base64url. */
-export const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)
+/** What the store keeps for a refresh token's id: the first 128 bits of its SHA-256, base64url. */
+export const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest().subarray(0, 16).toString('base64url')

@@ -1,21 +1,14 @@
 // Cookie transport: tg_access / tg_refresh (HttpOnly) and tg_csrf (readable), the double-submit CSRF check,
 // the refresh hook by cookie, /auth/refresh by cookie, and logout clearing the cookies.
-import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { buildApp } from '../helpers/app.js'
-import { indexKey, recordKey } from '../helpers/redis.js'
-import { b64json, craftAccessToken } from '../helpers/tokens.js'
+import { readSession, sessionsKey } from '../helpers/redis.js'
+import { b64json, craftAccessToken, hashOf } from '../helpers/tokens.js'
 
 interface Cookie { name: string, value: string, maxAge?: number, expires?: Date, path?: string, httpOnly?: boolean, secure?: boolean, sameSite?: string }
 interface Pair { accessToken: string, refreshToken: string, sessionId: string, expiresIn: number, refreshExpiresIn: number }
 
-const refreshId = (token: string): string => {
-  const p = token.split('.')
-  if (p.length !== 6 || p[0] !== 'tgr1') throw new Error('not a refresh token')
-  return p[3]
-}
-const hashOf = (token: string): string => createHash('sha256').update(refreshId(token)).digest('base64url').slice(0, 22)
 const expiredAccess = (sessionId: string): string => craftAccessToken({ sub: 'u-alice', sid: sessionId, roles: ['user'] }, { expiresInSec: -30 })
 
 function cookiesOf (res: LightMyRequestResponse): Record<string, Cookie> {
@@ -76,7 +69,7 @@ t.test('login sets tg_access, tg_refresh and tg_csrf; the body still carries the
     if (line.startsWith('tg_csrf=')) t.notMatch(line, /HttpOnly/i)
     else t.match(line, /; HttpOnly/)
   }
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(pair.refreshToken))
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(pair.refreshToken))
   // Another login gets another CSRF token.
   const second = await cookieLogin(app)
   t.not(second.jar.tg_csrf, c.tg_csrf.value)
@@ -85,12 +78,12 @@ t.test('login sets tg_access, tg_refresh and tg_csrf; the body still carries the
 t.test('GET with the cookies only: authenticated, nothing re-set', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const before = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
+  const before = await readSession(redis, prefix, 'u-alice', pair.sessionId)
   const res = await app.inject({ method: 'GET', url: '/me', cookies: jar })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
   t.equal(res.headers['set-cookie'], undefined)
-  t.same(await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId)), before)
+  t.same(await readSession(redis, prefix, 'u-alice', pair.sessionId), before, 'the session is untouched')
   // Without cookies: 401.
   const none = await app.inject({ method: 'GET', url: '/me' })
   t.equal(none.statusCode, 401)
@@ -132,15 +125,14 @@ t.test('POST /auth/login is exempt from CSRF', async t => {
   t.equal(c.tg_access?.value, pair.accessToken)
   t.equal(c.tg_refresh?.value, pair.refreshToken)
   t.ok(c.tg_csrf?.value, 'a CSRF cookie')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 1)
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', first.pair.sessionId), 'h'), hashOf(first.pair.refreshToken), 'the old session untouched')
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(pair.refreshToken), 'the new session is stored')
+  t.equal((await readSession(redis, prefix, 'u-alice', first.pair.sessionId))?.h, hashOf(first.pair.refreshToken), 'the old session untouched')
 })
 
 t.test('expired access cookie + refresh cookie: refreshed, new cookies', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const h0 = await redis.hget(key, 'h')
+  const h0 = (await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h
   const res = await app.inject({ method: 'GET', url: '/me', cookies: { ...jar, tg_access: expiredAccess(pair.sessionId) } })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
@@ -155,9 +147,9 @@ t.test('expired access cookie + refresh cookie: refreshed, new cookies', async t
   if (c.tg_csrf !== undefined) t.equal(c.tg_csrf.value, jar.tg_csrf, 'the CSRF token is kept')
   if (c.tg_access === undefined || c.tg_refresh === undefined) return
   t.match(b64json(c.tg_access.value.split('.')[1]), { sub: 'u-alice', sid: pair.sessionId })
-  const rec = await redis.hgetall(key)
-  t.equal(rec.h, hashOf(c.tg_refresh.value), 'Redis holds the new refresh id')
-  t.equal(rec.p, h0)
+  const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.equal(rec?.h, hashOf(c.tg_refresh.value), 'Redis holds the new refresh id')
+  t.equal(rec?.p, h0, 'and the previous one')
   const again = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: c.tg_access.value } })
   t.equal(again.statusCode, 200, again.body)
 })
@@ -173,7 +165,7 @@ t.test('missing access cookie + refresh cookie: refreshed', async t => {
   checkAttributes(t, c.tg_access, 'tg_access', 86400)
   checkAttributes(t, c.tg_refresh, 'tg_refresh', 86400)
   if (c.tg_refresh === undefined || c.tg_access === undefined) return
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(c.tg_refresh.value))
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(c.tg_refresh.value), 'Redis holds the new refresh id')
   const again = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: c.tg_access.value } })
   t.equal(again.statusCode, 200, again.body)
   // An invalid refresh cookie alone: anonymous, 401 on protected routes with the kept code.
@@ -188,8 +180,7 @@ t.test('missing access cookie + refresh cookie: refreshed', async t => {
 t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const h0 = await redis.hget(key, 'h')
+  const h0 = (await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h
 
   const without = await app.inject({ method: 'POST', url: '/auth/refresh', cookies: { tg_refresh: jar.tg_refresh, tg_csrf: jar.tg_csrf } })
   t.equal(without.statusCode, 403, without.body)
@@ -198,7 +189,7 @@ t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
   const allCookies = await app.inject({ method: 'POST', url: '/auth/refresh', cookies: jar, headers: { 'x-csrf-token': 'wrong' } })
   t.equal(allCookies.statusCode, 403, allCookies.body)
   t.equal(allCookies.json().code, 'TOKENGATE_CSRF')
-  t.equal(await redis.hget(key, 'h'), h0, 'nothing rotated')
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, h0, 'nothing rotated')
 
   const ok = await app.inject({ method: 'POST', url: '/auth/refresh', cookies: { tg_refresh: jar.tg_refresh, tg_csrf: jar.tg_csrf }, headers: { 'x-csrf-token': jar.tg_csrf } })
   t.equal(ok.statusCode, 200, ok.body)
@@ -211,9 +202,9 @@ t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
   checkAttributes(t, c.tg_refresh, 'tg_refresh', next.refreshExpiresIn)
   t.equal(c.tg_access?.value, next.accessToken)
   t.equal(c.tg_refresh?.value, next.refreshToken)
-  const rec = await redis.hgetall(key)
-  t.equal(rec.h, hashOf(next.refreshToken))
-  t.equal(rec.p, h0)
+  const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.equal(rec?.h, hashOf(next.refreshToken), 'Redis holds the new refresh id')
+  t.equal(rec?.p, h0, 'and the previous one')
   const me = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: next.accessToken } })
   t.equal(me.statusCode, 200, me.body)
 })
@@ -221,7 +212,7 @@ t.test('POST /auth/refresh by cookie needs the CSRF header', async t => {
 t.test('POST /auth/logout by cookie: 204, cookies cleared, session gone, old access cookie revoked', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const { pair, jar } = await cookieLogin(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
+  const key = sessionsKey(prefix, 'u-alice')
 
   const noCsrf = await app.inject({ method: 'POST', url: '/auth/logout', cookies: jar })
   t.equal(noCsrf.statusCode, 403, noCsrf.body)
@@ -235,8 +226,7 @@ t.test('POST /auth/logout by cookie: 204, cookies cleared, session gone, old acc
     t.ok(isCleared(c[name]), `${name} cleared`)
     t.equal(c[name]?.path, '/', `${name} cleared on Path=/`)
   }
-  t.equal(await redis.exists(key), 0, 'session record gone')
-  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'index gone')
+  t.equal(await redis.exists(key), 0, 'the session is gone, and with it the user\'s key (it was the only one)')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null)
 
   const old = await app.inject({ method: 'GET', url: '/me', cookies: { tg_access: jar.tg_access } })
@@ -275,7 +265,7 @@ t.test('transport [header, cookie]: each client gets tokens back the way it sent
   t.type(nextRefresh, 'string')
   t.equal(byHeader.headers['set-cookie'], undefined)
   if (typeof nextRefresh !== 'string') return
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(nextRefresh))
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(nextRefresh))
 
   // Cookie refresh (another session) → cookies, no headers.
   const second = await cookieLogin(app)
@@ -286,5 +276,5 @@ t.test('transport [header, cookie]: each client gets tokens back the way it sent
   const bc = cookiesOf(byCookie)
   t.ok(bc.tg_access?.value)
   t.ok(bc.tg_refresh?.value)
-  if (bc.tg_refresh !== undefined) t.equal(await redis.hget(recordKey(prefix, 'u-alice', second.pair.sessionId), 'h'), hashOf(bc.tg_refresh.value))
+  if (bc.tg_refresh !== undefined) t.equal((await readSession(redis, prefix, 'u-alice', second.pair.sessionId))?.h, hashOf(bc.tg_refresh.value))
 })

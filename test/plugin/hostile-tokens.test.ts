@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { buildApp, login, SECRET, type TestApp } from '../helpers/app.js'
-import { recordKey } from '../helpers/redis.js'
-import { b64json, craftAccessToken, toB64json } from '../helpers/tokens.js'
+import { readSession, sessionsKey, type StoredSession } from '../helpers/redis.js'
+import { b64json, craftAccessToken, hashOf, toB64json } from '../helpers/tokens.js'
 
 type Pair = Awaited<ReturnType<typeof login>>
 
@@ -15,29 +15,29 @@ const INVALID_CHALLENGE = 'Bearer error="invalid_token"'
 
 interface Ctx extends TestApp {
   pair: Pair
-  /** alice's session hash key */
+  /** the key holding alice's sessions */
   key: string
-  /** HGETALL of that key right after login */
-  before: Record<string, string>
+  /** her session as stored right after login */
+  before: StoredSession
 }
 
 /** An app with alice logged in, and a snapshot of her session record. */
 async function setup (t: Test, options: Parameters<typeof buildApp>[1] = {}): Promise<Ctx> {
   const ta = await buildApp(t, options)
   const pair = await login(ta.app)
-  const key = recordKey(ta.prefix, 'u-alice', pair.sessionId)
-  const before = await ta.redis.hgetall(key)
-  t.equal(typeof before.h, 'string', 'the session record holds a refresh hash')
-  t.equal(before.h.length, 22)
+  const key = sessionsKey(ta.prefix, 'u-alice')
+  const before = await readSession(ta.redis, ta.prefix, 'u-alice', pair.sessionId)
+  if (before === undefined) throw new Error('the session is not stored after login')
+  t.equal(before.h, hashOf(pair.refreshToken), 'the session holds the refresh hash')
   return { ...ta, pair, key, before }
 }
 
 /** The session record is still there with the same `h` (and no field changed at all). */
 async function untouched (t: Test, ctx: Ctx): Promise<void> {
-  const now = await ctx.redis.hgetall(ctx.key)
-  t.equal(now.h, ctx.before.h, 'session still present with the same h')
-  t.same(now, ctx.before, 'no field of the session record changed')
-  t.ok(await ctx.redis.pttl(ctx.key) > 0, 'session record still expires natively')
+  const now = await readSession(ctx.redis, ctx.prefix, 'u-alice', ctx.pair.sessionId)
+  t.equal(now?.h, ctx.before.h, 'session still present with the same h')
+  t.same(now, ctx.before, 'no field of the session changed')
+  t.ok(await ctx.redis.pttl(ctx.key) > 0, 'the user\'s key still expires natively')
   t.equal(await ctx.redis.zscore(`${ctx.prefix}:revoked`, ctx.pair.sessionId), null, 'session not revoked')
 }
 
@@ -254,27 +254,35 @@ t.test('garbage strings', async t => {
     await untouched(t, ctx)
   })
   await t.test('garbage as a refresh token', async t => {
-    for (const token of ['abc', 'a.b.c', long.slice(0, 4000), 'tgr1.....']) await refusedRefresh(t, ctx, token)
+    for (const token of ['abc', 'a.b.c', long.slice(0, 4000), 'tgr1.....', 'tgr2......']) await refusedRefresh(t, ctx, token)
   })
   await stillWorks(t, ctx)
 })
 
 t.test('tampered refresh tokens', async t => {
   const ctx = await setup(t)
+  // tgr2.<user>.<session>.<refresh id>.<parent hash | ->.<expiry>.<mac>
   const parts = ctx.pair.refreshToken.split('.')
-  t.equal(parts.length, 6)
-  t.equal(parts[0], 'tgr1')
+  t.equal(parts.length, 7)
+  t.equal(parts[0], 'tgr2')
   const rebuilt = (i: number, value: string): string => parts.map((p, j) => (j === i ? value : p)).join('.')
   const flip = (s: string, at: number): string => s.slice(0, at) + (s[at] === 'A' ? 'B' : 'A') + s.slice(at + 1)
 
   await t.test('one character of the MAC flipped', async t => {
-    await refusedRefresh(t, ctx, rebuilt(5, flip(parts[5], 10)))
+    await refusedRefresh(t, ctx, rebuilt(6, flip(parts[6], 10)))
   })
   await t.test('the MAC dropped', async t => {
-    await refusedRefresh(t, ctx, parts.slice(0, 5).join('.') + '.')
+    await refusedRefresh(t, ctx, parts.slice(0, 6).join('.') + '.')
   })
   await t.test('expiry moved to the far future', async t => {
-    await refusedRefresh(t, ctx, rebuilt(4, (Date.now() + 10 * 365 * 86400_000).toString(36)))
+    await refusedRefresh(t, ctx, rebuilt(5, (Date.now() + 10 * 365 * 86400_000).toString(36)))
+  })
+  await t.test('a parent hash added (posing as one rotation ahead of the session)', async t => {
+    t.equal(parts[4], '-', 'a login token has no parent')
+    await refusedRefresh(t, ctx, rebuilt(4, ctx.before.h))
+  })
+  await t.test('downgraded to the 0.1 format (parent dropped, tgr1)', async t => {
+    await refusedRefresh(t, ctx, ['tgr1', ...parts.slice(1, 4), ...parts.slice(5)].join('.'))
   })
   await t.test('user part changed to another user', async t => {
     t.equal(Buffer.from(parts[1], 'base64url').toString(), 'u-alice')
@@ -286,7 +294,7 @@ t.test('tampered refresh tokens', async t => {
   await t.test('real refresh token still refreshes after all that', async t => {
     const res = await ctx.app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: ctx.pair.refreshToken } })
     t.equal(res.statusCode, 200, res.body)
-    t.not(await ctx.redis.hget(ctx.key, 'h'), ctx.before.h, 'a real rotation does change h (so the checks above could fail)')
+    t.not((await readSession(ctx.redis, ctx.prefix, 'u-alice', ctx.pair.sessionId))?.h, ctx.before.h, 'a real rotation does change h (so the checks above could fail)')
   })
 })
 
@@ -327,7 +335,7 @@ t.test('foreign iss / aud', async t => {
 t.test("a revoked session's token: TOKEN_REVOKED", async t => {
   const ctx = await setup(t)
   t.equal(await ctx.app.tokengate.revokeSession('u-alice', ctx.pair.sessionId), true)
-  t.equal(await ctx.redis.exists(ctx.key), 0, 'the session record is gone')
+  t.equal(await ctx.redis.exists(ctx.key), 0, 'the session is gone (and the user\'s key with it)')
   t.ok(await ctx.redis.zscore(`${ctx.prefix}:revoked`, ctx.pair.sessionId) !== null, 'the session is in the revoked set')
   const tokens = [ctx.pair.accessToken, craftAccessToken({ sub: 'u-alice', sid: ctx.pair.sessionId, roles: ['user'] })]
   for (const token of tokens) {

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import tokengate, { type TokengateOptions } from '../../plugin/index.js'
 import { login, SECRET, verifyCredentials } from '../helpers/app.js'
-import { deletePrefix, keysUnder, recordKey, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { deletePrefix, keysUnder, readSession, redisUrl, sessionsKey, uniquePrefix } from '../helpers/redis.js'
 import { b64json } from '../helpers/tokens.js'
 
 const SECRET_32 = 's'.repeat(32)
@@ -82,9 +82,11 @@ async function checkLifetimes (t: Test, options: Record<string, unknown>, access
   t.equal(pair.refreshExpiresIn, refreshSec, 'refreshExpiresIn')
   const claims = b64json(pair.accessToken.split('.')[1])
   t.equal((claims.exp as number) - (claims.iat as number), accessSec, 'exp - iat of the access token')
-  const pttl = await redis.pttl(recordKey(prefix, 'u-alice', pair.sessionId))
+  const pttl = await redis.pttl(sessionsKey(prefix, 'u-alice'))
   const want = (refreshSec + accessSec) * 1000
-  t.ok(pttl > want - 10_000 && pttl <= want, `session record expires in refresh + access TTL (${pttl} ms, want ≈ ${want})`)
+  t.ok(pttl > want - 10_000 && pttl <= want, `the session's key expires in refresh + access TTL (${pttl} ms, want ≈ ${want})`)
+  const s = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.equal(s?.x, (s?.re ?? 0) + accessSec * 1000, 'the session\'s record expiry = refresh expiry + access TTL')
   t.match(await app.tokengate.verify(pair.accessToken), { userId: 'u-alice' })
 }
 

@@ -3,8 +3,9 @@
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
+import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { buildApp, login, sleep, type TestApp } from '../helpers/app.js'
-import { indexKey, keysUnder, recordKey } from '../helpers/redis.js'
+import { keysUnder, readSession, sessionsKey, type StoredSession } from '../helpers/redis.js'
 import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
 const ACCESS_TTL_MS = 600_000
@@ -20,9 +21,12 @@ async function me (app: TestApp['app'], headers: Record<string, string>, url = '
   return await app.inject({ method: 'GET', url, headers })
 }
 
-async function field (redis: Redis, key: string, name: string): Promise<string | null> {
-  return await redis.hget(key, name)
+/** Alice's session as Redis holds it (undefined when it is gone). */
+async function stored (ta: Pick<TestApp, 'redis' | 'prefix'>, sessionId: string): Promise<StoredSession | undefined> {
+  return await readSession(ta.redis, ta.prefix, 'u-alice', sessionId)
 }
+
+const pexpiretime = async (redis: Redis, key: string): Promise<number> => Number(await redis.pexpiretime(key))
 
 t.test('1) login issues both tokens (origin defaults: 10 min access, 1 day refresh)', async t => {
   const { app } = await buildApp(t)
@@ -60,33 +64,35 @@ t.test('1) login issues both tokens (origin defaults: 10 min access, 1 day refre
 })
 
 t.test('2) the refresh token\'s record is stored in Redis', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app, redis, prefix } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  t.equal(await redis.exists(key), 1, 'session hash exists')
-  t.equal(await redis.type(key), 'hash')
-  const rec = await redis.hgetall(key)
+  const key = sessionsKey(prefix, 'u-alice')
+  t.equal(await redis.type(key), 'string', 'the user\'s sessions key exists')
+  const rec = await stored(ta, pair.sessionId)
+  if (rec === undefined) return t.fail('the session is stored')
   t.equal(rec.h, hashOf(pair.refreshToken), 'h is the hash of the refresh id')
-  t.equal(rec.h.length, 22)
+  t.equal(rec.h.length, 22, '128 bits, base64url')
   t.notOk(pair.refreshToken.includes(rec.h), 'the store does not keep the token itself')
-  for (const v of Object.values(rec)) t.notOk(v.includes(refreshParts(pair.refreshToken).refreshId), 'no raw refresh id stored')
-  const re = Number(rec.re)
-  t.equal(re, refreshParts(pair.refreshToken).expiresAt, 're = the refresh token\'s expiry')
-  t.ok(Number(rec.st) <= re - REFRESH_TTL_MS + 5 && Number(rec.st) >= re - REFRESH_TTL_MS - 5, 'st = session start')
-  t.equal(rec.ro, JSON.stringify(['user']))
-  t.same(JSON.parse(rec.cl), { name: 'Alice' })
+  const raw = (await redis.getBuffer(key))!
+  const refreshId = refreshParts(pair.refreshToken).refreshId
+  t.notOk(raw.includes(Buffer.from(refreshId)) || raw.includes(Buffer.from(refreshId, 'base64url')), 'no raw refresh id stored')
+  t.same(Object.keys(decodeMsgpack(raw) as object), [pair.sessionId], 'the key holds this session only')
+  t.equal(rec.re, refreshParts(pair.refreshToken).expiresAt, 're = the refresh token\'s expiry')
+  t.ok(rec.st <= rec.re - REFRESH_TTL_MS + 5 && rec.st >= rec.re - REFRESH_TTL_MS - 5, 'st = session start')
+  t.same(rec.ro, ['user'])
+  t.same(rec.cl, { name: 'Alice' })
   // Native expiry: refresh expiry + access TTL (clock tolerance 0).
-  t.equal(Number(await redis.pexpiretime(key)), re + ACCESS_TTL_MS)
-  // The user's index lists the session, scored by the record's expiry.
-  t.equal(Number(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId)), re + ACCESS_TTL_MS)
-  t.equal(Number(await redis.pexpiretime(indexKey(prefix, 'u-alice'))), re + ACCESS_TTL_MS)
-  t.same(await keysUnder(redis, prefix), [indexKey(prefix, 'u-alice'), key].sort(), 'nothing else stored')
+  t.equal(rec.x, rec.re + ACCESS_TTL_MS, 'record expiry = refresh expiry + access TTL')
+  t.equal(await pexpiretime(redis, key), rec.re + ACCESS_TTL_MS, 'the key expires natively with it')
+  t.same(await keysUnder(redis, prefix), [key], 'nothing else stored')
 })
 
 t.test('3) the client sends both tokens: 200, no new tokens', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app } = ta
   const pair = await login(app)
-  const before = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
+  const before = await stored(ta, pair.sessionId)
   const res = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
@@ -94,14 +100,14 @@ t.test('3) the client sends both tokens: 200, no new tokens', async t => {
   t.equal(res.headers['x-refresh-token'], undefined)
   t.equal(res.headers['set-cookie'], undefined)
   t.notOk(res.body.includes(pair.accessToken) || res.body.includes(pair.refreshToken), 'no token echoed')
-  t.same(await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId)), before, 'the record is untouched')
+  t.same(await stored(ta, pair.sessionId), before, 'the record is untouched')
 })
 
 t.test('4.1) access expired, refresh valid: proceeds as the same user and session with new tokens', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app, redis, prefix } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const hBefore = await field(redis, key, 'h')
+  const hBefore = (await stored(ta, pair.sessionId))?.h
   const expired = expiredAccess(pair.sessionId)
 
   // The expired access token alone is told apart from an invalid one.
@@ -134,29 +140,30 @@ t.test('4.1) access expired, refresh valid: proceeds as the same user and sessio
   t.equal(np.sessionId, pair.sessionId)
   t.equal(np.userId, 'u-alice')
   t.not(np.refreshId, refreshParts(pair.refreshToken).refreshId)
-  const rec = await redis.hgetall(key)
-  t.not(rec.h, hBefore, 'h changed')
-  t.equal(rec.h, hashOf(newRefresh))
-  t.equal(rec.p, hBefore, 'p holds the previous hash')
-  t.ok(Math.abs(Number(rec.pt) - Date.now()) < 5000, 'pt is the rotation time')
-  t.equal(Number(rec.re), np.expiresAt)
-  t.equal(Number(await redis.pexpiretime(key)), np.expiresAt + ACCESS_TTL_MS)
+  const rec = await stored(ta, pair.sessionId)
+  t.not(rec?.h, hBefore, 'h changed')
+  t.equal(rec?.h, hashOf(newRefresh))
+  t.equal(rec?.p, hBefore, 'p holds the previous hash')
+  t.ok(Math.abs((rec?.pt ?? 0) - Date.now()) < 5000, 'pt is the rotation time')
+  t.equal(rec?.re, np.expiresAt)
+  t.equal(await pexpiretime(redis, sessionsKey(prefix, 'u-alice')), np.expiresAt + ACCESS_TTL_MS)
 
   // The old refresh token now only works inside the grace window: it yields the same successor.
   const grace = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(grace.statusCode, 200, grace.body)
   t.equal(grace.json().refreshToken, newRefresh, 'same successor inside the grace window')
-  t.equal(await field(redis, key, 'h'), hashOf(newRefresh), 'no second rotation')
+  t.equal((await stored(ta, pair.sessionId))?.h, hashOf(newRefresh), 'no second rotation')
 
   // The successor itself refreshes normally.
   const next = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: newRefresh } })
   t.equal(next.statusCode, 200, next.body)
   t.not(next.json().refreshToken, newRefresh)
-  t.equal(await field(redis, key, 'h'), hashOf(next.json().refreshToken))
+  t.equal((await stored(ta, pair.sessionId))?.h, hashOf(next.json().refreshToken))
 })
 
 t.test('4.1) the old refresh token outside a (short) grace window is reuse', async t => {
-  const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 200 })
+  const ta = await buildApp(t, { reuseGraceMs: 200 })
+  const { app } = ta
   const pair = await login(app)
   const res = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
@@ -165,14 +172,14 @@ t.test('4.1) the old refresh token outside a (short) grace window is reuse', asy
   const late = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(late.statusCode, 401, late.body)
   t.equal(late.json().code, 'TOKENGATE_REFRESH_REUSED')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'session revoked')
+  t.equal(await stored(ta, pair.sessionId), undefined, 'session revoked')
 })
 
 t.test('4.1 failure) expired access + invalid refresh: 401 TOKENGATE_REFRESH_INVALID, anonymous routes proceed', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = await stored(ta, pair.sessionId)
   const expired = expiredAccess(pair.sessionId)
   // A tampered MAC, a garbage string, and an access token offered as a refresh token.
   // (The MAC's first character is flipped: its last one partly holds padding bits a decoder may ignore.)
@@ -192,17 +199,17 @@ t.test('4.1 failure) expired access + invalid refresh: 401 TOKENGATE_REFRESH_INV
     t.same(anon.json(), { userId: null })
     t.equal(anon.headers['x-access-token'], undefined)
   }
-  t.same(await redis.hgetall(key), before, 'the session is untouched')
+  t.same(await stored(ta, pair.sessionId), before, 'the session is untouched')
 })
 
 t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXPIRED', async t => {
-  const { app, redis, prefix } = await buildApp(t, { refreshTokenTtl: '1s' })
+  const ta = await buildApp(t, { refreshTokenTtl: '1s' })
+  const { app } = ta
   const pair = await login(app)
   t.equal(pair.refreshExpiresIn, 1)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   await sleep(1200)
-  const before = await redis.hgetall(key)
-  t.ok(before.h !== undefined, 'record still there (it lives refresh expiry + access TTL)')
+  const before = await stored(ta, pair.sessionId)
+  t.ok(before !== undefined, 'record still there (it lives refresh expiry + access TTL)')
   const expired = expiredAccess(pair.sessionId)
   const res = await me(app, { authorization: `Bearer ${expired}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 401, res.body)
@@ -216,17 +223,17 @@ t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXP
   const direct = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(direct.statusCode, 401)
   t.equal(direct.json().code, 'TOKENGATE_REFRESH_EXPIRED')
-  t.same(await redis.hgetall(key), before, 'no renewal while the access token is expired')
+  t.same(await stored(ta, pair.sessionId), before, 'no renewal while the access token is expired')
 })
 
 t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUSED, session gone', async t => {
-  const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
+  const ta = await buildApp(t, { reuseGraceMs: 0 })
+  const { app, redis, prefix } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const rotated = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(rotated.statusCode, 200, rotated.body)
   const successor = rotated.json().refreshToken as string
-  t.equal(await field(redis, key, 'h'), hashOf(successor))
+  t.equal((await stored(ta, pair.sessionId))?.h, hashOf(successor))
   await sleep(10)
 
   const res = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
@@ -234,8 +241,8 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
   t.equal(res.json().code, 'TOKENGATE_REFRESH_REUSED')
   t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
   t.equal(res.headers['x-access-token'], undefined)
-  t.equal(await redis.exists(key), 0, 'session record deleted')
-  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId), null, 'dropped from the index')
+  t.equal(await stored(ta, pair.sessionId), undefined, 'session record deleted')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'and the user\'s key, which held only that session')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'listed as revoked')
   // Every token of the session is dead: the successor and the (still unexpired) access token.
   const succ = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: successor } })
@@ -247,7 +254,6 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
 
   // On an anonymous route the reuse is detected too, and the request proceeds anonymously.
   const p2 = await login(app)
-  const key2 = recordKey(prefix, 'u-alice', p2.sessionId)
   const r2 = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: p2.refreshToken } })
   t.equal(r2.statusCode, 200, r2.body)
   await sleep(10)
@@ -255,18 +261,18 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
   t.equal(anon.statusCode, 200, anon.body)
   t.same(anon.json(), { userId: null })
   t.equal(anon.headers['x-access-token'], undefined)
-  t.equal(await redis.exists(key2), 0, 'second session revoked by the reuse')
+  t.equal(await stored(ta, p2.sessionId), undefined, 'second session revoked by the reuse')
   t.same(await keysUnder(redis, prefix), [`${prefix}:revoked`], 'only the revocation list is left')
 })
 
 t.test('4.2) access valid, refresh expired: a new refresh token is issued', async t => {
-  const { app, redis, prefix } = await buildApp(t, { accessTokenTtl: '30s', refreshTokenTtl: '1s' })
+  const ta = await buildApp(t, { accessTokenTtl: '30s', refreshTokenTtl: '1s' })
+  const { app, redis, prefix } = ta
   const pair = await login(app)
   t.equal(pair.expiresIn, 30)
   t.equal(pair.refreshExpiresIn, 1)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   await sleep(1200)
-  const hBefore = await field(redis, key, 'h')
+  const hBefore = (await stored(ta, pair.sessionId))?.h
   t.equal(hBefore, hashOf(pair.refreshToken))
 
   const res = await me(app, { authorization: `Bearer ${pair.accessToken}`, 'x-refresh-token': pair.refreshToken })
@@ -281,17 +287,17 @@ t.test('4.2) access valid, refresh expired: a new refresh token is issued', asyn
   const rp = refreshParts(renewed)
   t.equal(rp.sessionId, pair.sessionId)
   t.ok(rp.expiresAt > Date.now(), 'the renewed token is not expired')
-  const rec = await redis.hgetall(key)
-  t.equal(rec.h, hashOf(renewed), 'Redis holds the renewed id')
-  t.equal(rec.p, hBefore)
-  t.equal(Number(rec.re), rp.expiresAt)
-  t.equal(Number(await redis.pexpiretime(key)), rp.expiresAt + 30_000)
+  const rec = await stored(ta, pair.sessionId)
+  t.equal(rec?.h, hashOf(renewed), 'Redis holds the renewed id')
+  t.equal(rec?.p, hBefore)
+  t.equal(rec?.re, rp.expiresAt)
+  t.equal(await pexpiretime(redis, sessionsKey(prefix, 'u-alice')), rp.expiresAt + 30_000)
 
   // The renewed token works with POST /auth/refresh (before it expires in turn).
   const r = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: renewed } })
   t.equal(r.statusCode, 200, r.body)
   t.equal(r.json().sessionId, pair.sessionId)
-  t.equal(await field(redis, key, 'h'), hashOf(r.json().refreshToken))
+  t.equal((await stored(ta, pair.sessionId))?.h, hashOf(r.json().refreshToken))
   // The expired one stays expired.
   const old = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(old.statusCode, 401)
@@ -299,11 +305,11 @@ t.test('4.2) access valid, refresh expired: a new refresh token is issued', asyn
 })
 
 t.test('5) logout makes both tokens unusable at once', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app, redis, prefix } = ta
   const pair = await login(app)
   const other = await login(app, 'bob')
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  t.equal(await redis.exists(key), 1)
+  t.ok(await stored(ta, pair.sessionId), 'the session is stored')
 
   const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${pair.accessToken}` } })
   t.equal(out.statusCode, 204, out.body)
@@ -330,14 +336,14 @@ t.test('5) logout makes both tokens unusable at once', async t => {
   t.equal(viaHook.json().code, 'TOKENGATE_REFRESH_INVALID')
   t.equal(viaHook.headers['x-access-token'], undefined)
 
-  t.equal(await redis.exists(key), 0, 'session record gone')
-  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'alice\'s index gone (it had one session)')
+  t.equal(await stored(ta, pair.sessionId), undefined, 'session record gone')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'alice\'s key gone (it had one session)')
   const score = Number(await redis.zscore(`${prefix}:revoked`, pair.sessionId))
   t.ok(score > Date.now() + ACCESS_TTL_MS - 10_000 && score <= Date.now() + ACCESS_TTL_MS, 'revoked for the access TTL')
   // Bob is not affected.
   const bob = await me(app, { authorization: `Bearer ${other.accessToken}` })
   t.equal(bob.statusCode, 200, bob.body)
-  t.equal(await redis.exists(recordKey(prefix, 'u-bob', other.sessionId)), 1)
+  t.ok(await readSession(redis, prefix, 'u-bob', other.sessionId), 'bob\'s session is still stored')
 })
 
 t.test('no tokens: 401 TOKENGATE_TOKEN_MISSING with WWW-Authenticate: Bearer', async t => {
@@ -354,10 +360,10 @@ t.test('no tokens: 401 TOKENGATE_TOKEN_MISSING with WWW-Authenticate: Bearer', a
 })
 
 t.test('missing access token + valid refresh token: handled as expired (refreshed)', async t => {
-  const { app, redis, prefix } = await buildApp(t)
+  const ta = await buildApp(t)
+  const { app } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const hBefore = await field(redis, key, 'h')
+  const hBefore = (await stored(ta, pair.sessionId))?.h
   const res = await me(app, { 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
   t.same(res.json(), { userId: 'u-alice', sessionId: pair.sessionId, roles: ['user'], claims: { name: 'Alice' } })
@@ -370,8 +376,8 @@ t.test('missing access token + valid refresh token: handled as expired (refreshe
   t.match(payloadOf(newAccess), { sub: 'u-alice', sid: pair.sessionId })
   const again = await me(app, { authorization: `Bearer ${newAccess}` })
   t.equal(again.statusCode, 200, again.body)
-  const rec = await redis.hgetall(key)
-  t.not(rec.h, hBefore)
-  t.equal(rec.h, hashOf(newRefresh))
-  t.equal(rec.p, hBefore)
+  const rec = await stored(ta, pair.sessionId)
+  t.not(rec?.h, hBefore)
+  t.equal(rec?.h, hashOf(newRefresh))
+  t.equal(rec?.p, hBefore)
 })

@@ -1,48 +1,51 @@
-// The Redis data model (DESIGN.md "Redis data model") as the plugin writes it, with the origin defaults:
-// access token 10 minutes, refresh token 1 day, clockTolerance 0.
-import { createHash } from 'node:crypto'
+// The Redis data model (README "Redis keys") as the plugin writes it, with the origin defaults:
+// access token 10 minutes, refresh token 1 day, clockTolerance 0. All sessions of a user live in ONE
+// string key, a MessagePack map { sessionId: record }, expiring natively with the user's latest session.
+import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import t from 'tap'
 import type { Test } from 'tap'
 import type { Redis } from 'ioredis'
 import { buildApp, login } from '../helpers/app.js'
-import { keysUnder } from '../helpers/redis.js'
+import { keysUnder, readSession, readSessions, sessionsKey } from '../helpers/redis.js'
+import { hashOf, refreshParts } from '../helpers/tokens.js'
 
 const ACCESS_MS = 10 * 60_000
 const DAY_MS = 24 * 3_600_000
 const SLACK_MS = 5000
 
-const refreshIdOf = (token: string): string => token.split('.')[3]
-const storedHash = (refreshId: string): string => createHash('sha256').update(refreshId).digest('base64url').slice(0, 22)
-
-/** Every key under the prefix with every value it holds, of every type, as one text. */
-async function dump (redis: Redis, prefix: string): Promise<{ keys: string[], text: string }> {
+/** Every key under the prefix with every value it holds, of every type, as raw bytes. */
+async function dump (redis: Redis, prefix: string): Promise<{ keys: string[], bytes: Buffer }> {
   const keys = await keysUnder(redis, prefix)
-  const parts: string[] = []
+  const parts: Buffer[] = []
+  const text = (...values: string[]): void => { for (const v of values) parts.push(Buffer.from(v + '\n')) }
   for (const key of keys) {
-    parts.push(key)
+    text(key)
     const type = await redis.type(key)
-    if (type === 'hash') {
-      for (const [f, v] of Object.entries(await redis.hgetall(key))) parts.push(f, v)
+    if (type === 'string') {
+      parts.push((await redis.getBuffer(key)) ?? Buffer.alloc(0))
+    } else if (type === 'hash') {
+      for (const [f, v] of Object.entries(await redis.hgetall(key))) text(f, v)
     } else if (type === 'zset') {
-      parts.push(...await redis.zrange(key, 0, -1, 'WITHSCORES'))
-    } else if (type === 'string') {
-      parts.push(await redis.get(key) ?? '')
+      text(...await redis.zrange(key, 0, -1, 'WITHSCORES'))
     } else if (type === 'set') {
-      parts.push(...await redis.smembers(key))
+      text(...await redis.smembers(key))
     } else if (type === 'list') {
-      parts.push(...await redis.lrange(key, 0, -1))
+      text(...await redis.lrange(key, 0, -1))
     } else if (type !== 'none') {
-      parts.push(`<${type}>`)
+      text(`<${type}>`)
     }
   }
-  return { keys, text: parts.join('\n') }
+  return { keys, bytes: Buffer.concat(parts) }
 }
 
+/** Checks that no secret appears in Redis, neither as text nor (for base64url values) as the bytes it encodes. */
 async function assertNoSecrets (t: Test, redis: Redis, prefix: string, secrets: Record<string, string>): Promise<void> {
-  const { keys, text } = await dump(redis, prefix)
+  const { keys, bytes } = await dump(redis, prefix)
   t.ok(keys.length > 0, 'there is something to look at')
   for (const [what, value] of Object.entries(secrets)) {
-    t.notOk(text.includes(value), `${what} appears nowhere in Redis`)
+    t.notOk(bytes.includes(Buffer.from(value)), `${what} appears nowhere in Redis`)
+    const raw = Buffer.from(value, 'base64url')
+    if (/^[\w-]+$/.test(value) && raw.length >= 8) t.notOk(bytes.includes(raw), `${what} appears nowhere in Redis as raw bytes either`)
   }
 }
 
@@ -52,7 +55,7 @@ function near (t: Test, actual: number, expected: number, tol: number, what: str
   t.ok(Math.abs(actual - expected) <= tol, `${what}: ${actual} within ${tol}ms of ${expected} (off by ${actual - expected})`)
 }
 
-t.test('login writes the session hash and the index with native TTLs', async t => {
+t.test('login writes one key for the user: a MessagePack map of sessions, expiring natively', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const before = Date.now()
   const res = await app.inject({ method: 'POST', url: '/auth/login', headers: { 'user-agent': 'data-model-test/1.0' }, payload: { username: 'alice', password: 'wonderland' } })
@@ -61,55 +64,63 @@ t.test('login writes the session hash and the index with native TTLs', async t =
   const pair = res.json()
   t.match(pair, { tokenType: 'Bearer', expiresIn: 600, refreshExpiresIn: 86400 })
 
-  const record = `${prefix}:{u-alice}:s:${pair.sessionId as string}`
-  const index = `${prefix}:{u-alice}:sessions`
-  t.same(await keysUnder(redis, prefix), [index, record].sort(), 'exactly the record and the index')
-  t.equal(await redis.type(record), 'hash')
-  t.equal(await redis.type(index), 'zset')
+  const key = `${prefix}:{u-alice}:s`
+  t.equal(sessionsKey(prefix, 'u-alice'), key, 'the key is <prefix>:{<userId>}:s')
+  t.same(await keysUnder(redis, prefix), [key], 'exactly one key: the user\'s sessions')
+  t.equal(await redis.type(key), 'string')
 
-  const pttl = await redis.pttl(record)
-  near(t, pttl, DAY_MS + ACCESS_MS, SLACK_MS, 'record PTTL = 1 day + 10 min')
-  const recordExp = await pexpiretime(redis, record)
-  t.ok(recordExp > 0, 'record has an absolute expiry')
-  t.equal(await pexpiretime(redis, index), recordExp, 'index PEXPIRETIME = the record\'s')
-  t.equal(Number(await redis.zscore(index, pair.sessionId)), recordExp, 'index score = the record\'s PEXPIRETIME')
-  t.same(await redis.zrange(index, 0, -1), [pair.sessionId], 'index holds the session id only')
+  // The raw value, as any MessagePack reader sees it: { [sessionId]: [h, p, pt, re, st, lu, x, ip, ua, ro, cl, jkt] }.
+  // (Lua strings are MessagePack str: read them as bytes, since h holds binary.)
+  const raw = decodeMsgpack((await redis.getBuffer(key))!, { rawStrings: true }) as Record<string, unknown[]>
+  t.same(Object.keys(raw), [pair.sessionId], 'the map holds the session, by its id')
+  const rec = raw[pair.sessionId]
+  t.equal(rec.length, 12, 'a record is an array of 12 values')
+  t.ok(rec[0] instanceof Uint8Array && rec[0].length === 16, 'h is 16 raw bytes')
+  t.same([rec[1], rec[2], rec[11]], [false, false, false], 'no previous hash, no rotation time, no key binding after login')
 
-  const h = await redis.hgetall(record)
-  t.same(Object.keys(h).sort(), ['cl', 'h', 'ip', 'lu', 're', 'ro', 'st', 'ua'], 'fields after login')
-  t.equal(h.h, storedHash(refreshIdOf(pair.refreshToken)), 'h = 128-bit SHA-256 of the refresh id (base64url)')
-  t.match(h.h, /^[A-Za-z0-9_-]{22}$/)
-  const st = Number(h.st)
-  t.ok(st >= before && st <= after, 'st = login time (ms)')
-  t.equal(Number(h.lu), st, 'lu = st at login')
-  t.equal(Number(h.re), st + DAY_MS, 're = start + 1 day')
-  t.equal(recordExp, Number(h.re) + ACCESS_MS, 'PEXPIREAT = re + access TTL (+ tolerance 0)')
-  t.equal(Number(h.re), parseInt(pair.refreshToken.split('.')[4], 36), 're = the expiry the token carries')
-  t.same(JSON.parse(h.ro), ['user'], 'ro = roles JSON')
-  t.same(JSON.parse(h.cl), { name: 'Alice' }, 'cl = claims JSON')
-  t.equal(h.ip, '127.0.0.1', 'ip')
-  t.equal(h.ua, 'data-model-test/1.0', 'ua = the user-agent header')
+  const s = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  if (s === undefined) return t.fail('the session is stored')
+  t.equal(s.h, hashOf(pair.refreshToken), 'h = first 128 bits of the SHA-256 of the refresh id')
+  t.ok(s.st >= before && s.st <= after, 'st = login time (ms)')
+  t.equal(s.lu, s.st, 'lu = st at login')
+  t.equal(s.re, s.st + DAY_MS, 're = start + 1 day')
+  t.equal(s.re, refreshParts(pair.refreshToken).expiresAt, 're = the expiry the token carries')
+  t.equal(s.x, s.re + ACCESS_MS, 'x (record expiry) = re + access TTL (+ tolerance 0)')
+  t.same(s.ro, ['user'], 'ro = roles JSON')
+  t.same(s.cl, { name: 'Alice' }, 'cl = claims JSON')
+  t.equal(s.ip, '127.0.0.1', 'ip')
+  t.equal(s.ua, 'data-model-test/1.0', 'ua = the user-agent header')
+
+  t.equal(await pexpiretime(redis, key), s.x, 'the key\'s PEXPIRETIME = the session\'s record expiry')
+  near(t, await redis.pttl(key), DAY_MS + ACCESS_MS, SLACK_MS, 'key PTTL = 1 day + 10 min')
+
+  // A second session goes into the same key; the key expires with the later one.
+  const second = await login(app)
+  t.same(await keysUnder(redis, prefix), [key], 'still one key for two sessions')
+  const both = await readSessions(redis, prefix, 'u-alice')
+  t.same(Object.keys(both ?? {}).sort(), [pair.sessionId, second.sessionId].sort(), 'both sessions in the map')
+  t.equal(await pexpiretime(redis, key), Math.max(...Object.values(both ?? {}).map(r => r.x)), 'PEXPIRETIME = the latest session\'s record expiry')
 })
 
 t.test('issue without meta stores no ip and no ua', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await app.tokengate.issue({ sub: 'u-carol' })
-  const record = `${prefix}:{u-carol}:s:${pair.sessionId}`
-  const h = await redis.hgetall(record)
-  t.same(Object.keys(h).sort(), ['cl', 'h', 'lu', 're', 'ro', 'st'], 'no ip, no ua')
-  t.same(JSON.parse(h.ro), [])
-  t.same(JSON.parse(h.cl), {})
-  near(t, await redis.pttl(record), DAY_MS + ACCESS_MS, SLACK_MS, 'record PTTL')
+  const s = await readSession(redis, prefix, 'u-carol', pair.sessionId)
+  t.equal(s?.ip, '', 'no ip')
+  t.equal(s?.ua, '', 'no ua')
+  t.same(s?.ro, [])
+  t.same(s?.cl, {})
+  near(t, await redis.pttl(sessionsKey(prefix, 'u-carol')), DAY_MS + ACCESS_MS, SLACK_MS, 'key PTTL')
 })
 
 t.test('no raw token, refresh id or access token in Redis, before and after a refresh', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const oldId = refreshIdOf(pair.refreshToken)
+  const oldId = refreshParts(pair.refreshToken).refreshId
   await assertNoSecrets(t, redis, prefix, {
     'the refresh token': pair.refreshToken,
     'the refresh id': oldId,
-    'the refresh MAC': pair.refreshToken.split('.')[5],
+    'the refresh MAC': pair.refreshToken.split('.').at(-1)!,
     'the access token': pair.accessToken,
     'the access token signature': pair.accessToken.split('.')[2]
   })
@@ -119,26 +130,23 @@ t.test('no raw token, refresh id or access token in Redis, before and after a re
   const next = r.json()
   t.equal(next.sessionId, pair.sessionId)
   t.not(next.refreshToken, pair.refreshToken, 'rotated')
-  const newId = refreshIdOf(next.refreshToken)
+  const newId = refreshParts(next.refreshToken).refreshId
 
-  const record = `${prefix}:{u-alice}:s:${pair.sessionId}`
-  const h = await redis.hgetall(record)
-  t.same(Object.keys(h).sort(), ['cl', 'h', 'ip', 'lu', 'p', 'pt', 're', 'ro', 'st', 'ua'], 'fields after a refresh')
-  t.equal(h.h, storedHash(newId), 'h = hash of the new refresh id')
-  t.equal(h.p, storedHash(oldId), 'p = hash of the previous refresh id')
-  t.ok(Number(h.pt) >= Number(h.st), 'pt = rotation time')
-  t.equal(Number(h.lu), Number(h.pt), 'lu = rotation time')
-  const recordExp = await pexpiretime(redis, record)
-  t.equal(recordExp, Number(h.re) + ACCESS_MS, 'PEXPIREAT = new re + access TTL')
-  t.equal(Number(await redis.zscore(`${prefix}:{u-alice}:sessions`, pair.sessionId)), recordExp, 'index score follows')
-  t.equal(await pexpiretime(redis, `${prefix}:{u-alice}:sessions`), recordExp, 'index expiry follows')
+  const s = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  if (s === undefined) return t.fail('the session is stored')
+  t.equal(s.h, hashOf(next.refreshToken), 'h = hash of the new refresh id')
+  t.equal(s.p, hashOf(pair.refreshToken), 'p = hash of the previous refresh id')
+  t.ok(s.pt !== null && s.pt >= s.st, 'pt = rotation time')
+  t.equal(s.lu, s.pt, 'lu = rotation time')
+  t.equal(s.x, s.re + ACCESS_MS, 'x = new re + access TTL')
+  t.equal(await pexpiretime(redis, sessionsKey(prefix, 'u-alice')), s.x, 'the key\'s expiry follows')
 
   await assertNoSecrets(t, redis, prefix, {
     'the old refresh token': pair.refreshToken,
     'the old refresh id': oldId,
     'the new refresh token': next.refreshToken,
     'the new refresh id': newId,
-    'the new refresh MAC': next.refreshToken.split('.')[5],
+    'the new refresh MAC': next.refreshToken.split('.').at(-1)!,
     'the old access token': pair.accessToken,
     'the new access token': next.accessToken,
     'the new access token signature': next.accessToken.split('.')[2]
@@ -148,13 +156,12 @@ t.test('no raw token, refresh id or access token in Redis, before and after a re
 t.test('a user id with {, } and % is percent-encoded in its hash tag', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const sub = 'we{ir}d%id'
-  const tag = `${prefix}:{we%7Bir%7Dd%25id}`
+  const encoded = 'we%7Bir%7Dd%25id'
+  const key = `${prefix}:{${encoded}}:s`
   const pair = await app.tokengate.issue({ sub, roles: ['user'] })
-  const record = `${tag}:s:${pair.sessionId}`
-  const index = `${tag}:sessions`
-  t.same(await keysUnder(redis, prefix), [index, record].sort(), 'keys under the encoded tag only')
-  near(t, await redis.pttl(record), DAY_MS + ACCESS_MS, SLACK_MS, 'record PTTL')
-  t.equal(Number(await redis.zscore(index, pair.sessionId)), await pexpiretime(redis, record))
+  t.same(await keysUnder(redis, prefix), [key], 'one key, under the encoded tag')
+  near(t, await redis.pttl(key), DAY_MS + ACCESS_MS, SLACK_MS, 'key PTTL')
+  t.equal(await pexpiretime(redis, key), (await readSession(redis, prefix, encoded, pair.sessionId))?.x, 'expires with its session')
 
   const me = await app.inject({ url: '/me', headers: { authorization: `Bearer ${pair.accessToken}` } })
   t.equal(me.statusCode, 200, me.body)
@@ -163,7 +170,7 @@ t.test('a user id with {, } and % is percent-encoded in its hash tag', async t =
   const r = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(r.statusCode, 200, r.body)
   const next = r.json()
-  t.equal((await redis.hgetall(record)).h, storedHash(refreshIdOf(next.refreshToken)), 'the refresh rotated the encoded record')
+  t.equal((await readSession(redis, prefix, encoded, pair.sessionId))?.h, hashOf(next.refreshToken), 'the refresh rotated the session under the encoded tag')
   const me2 = await app.inject({ url: '/me', headers: { authorization: `Bearer ${next.accessToken as string}` } })
   t.equal(me2.statusCode, 200, me2.body)
   t.equal(me2.json().userId, sub)
@@ -172,9 +179,9 @@ t.test('a user id with {, } and % is percent-encoded in its hash tag', async t =
 
   // a second session, then revokeAll
   const second = await app.tokengate.issue({ sub })
-  t.equal(await redis.exists(`${tag}:s:${second.sessionId}`), 1)
+  t.same(Object.keys(await readSessions(redis, prefix, encoded) ?? {}).sort(), [pair.sessionId, second.sessionId].sort(), 'both sessions in the one key')
   t.equal(await app.tokengate.revokeAll(sub), 2, 'revokeAll counts both sessions')
-  t.equal(await redis.exists(record, `${tag}:s:${second.sessionId}`, index), 0, 'records and index gone')
+  t.equal(await redis.exists(key), 0, 'the user\'s key is gone')
   t.same((await keysUnder(redis, prefix)).filter(k => k.includes('{')), [], 'no session key left')
   const revoked = await redis.zrange(`${prefix}:revoked`, 0, -1)
   t.same([...revoked].sort(), [pair.sessionId, second.sessionId].sort(), 'both sessions in the revoked set')
@@ -187,32 +194,30 @@ t.test('a user id with {, } and % is percent-encoded in its hash tag', async t =
   t.equal(r2.json().code, 'TOKENGATE_REFRESH_INVALID')
 })
 
-t.test('a user id that looks like another user\'s encoded id does not share its keys', async t => {
+t.test('a user id that looks like another user\'s encoded id does not share its key', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const a = await app.tokengate.issue({ sub: 'x{y' })
   const b = await app.tokengate.issue({ sub: 'x%7By' })
-  t.equal(await redis.exists(`${prefix}:{x%7By}:s:${a.sessionId}`), 1)
-  t.equal(await redis.exists(`${prefix}:{x%257By}:s:${b.sessionId}`), 1)
+  t.same(Object.keys(await readSessions(redis, prefix, 'x%7By') ?? {}), [a.sessionId], 'x{y is under {x%7By}')
+  t.same(Object.keys(await readSessions(redis, prefix, 'x%257By') ?? {}), [b.sessionId], 'x%7By is under {x%257By}')
   t.equal(await app.tokengate.revokeAll('x{y'), 1, 'revokeAll of one touches only its own session')
-  t.equal(await redis.exists(`${prefix}:{x%257By}:s:${b.sessionId}`), 1, 'the other user keeps theirs')
+  t.same(Object.keys(await readSessions(redis, prefix, 'x%257By') ?? {}), [b.sessionId], 'the other user keeps theirs')
 })
 
-t.test('logout deletes the session keys and records the revocation', async t => {
+t.test('logout removes the session from the map, deletes the key with the last one, and records the revocation', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
   const keep = await login(app)
-  const record = `${prefix}:{u-alice}:s:${pair.sessionId}`
-  const index = `${prefix}:{u-alice}:sessions`
-  t.equal(await redis.exists(record), 1)
+  const key = sessionsKey(prefix, 'u-alice')
+  t.ok(await readSession(redis, prefix, 'u-alice', pair.sessionId), 'the session is stored')
 
   const before = Date.now()
   const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${pair.accessToken}` } })
   const after = Date.now()
   t.equal(out.statusCode, 204, out.body)
-  t.equal(await redis.exists(record), 0, 'session hash gone')
-  t.equal(await redis.zscore(index, pair.sessionId), null, 'removed from the index')
-  t.same(await redis.zrange(index, 0, -1), [keep.sessionId], 'the other session stays in the index')
-  t.equal(await pexpiretime(redis, index), await pexpiretime(redis, `${prefix}:{u-alice}:s:${keep.sessionId}`), 'index expiry = the remaining session\'s')
+  const left = await readSessions(redis, prefix, 'u-alice')
+  t.same(Object.keys(left ?? {}), [keep.sessionId], 'the map holds the other session only')
+  t.equal(await pexpiretime(redis, key), left?.[keep.sessionId]?.x, 'the key expires with the remaining session')
 
   const revokedKey = `${prefix}:revoked`
   t.equal(await redis.type(revokedKey), 'zset')
@@ -223,9 +228,10 @@ t.test('logout deletes the session keys and records the revocation', async t => 
   t.equal(await pexpiretime(redis, revokedKey), score, 'the revoked set expires with its last member')
   t.equal(await redis.zscore(revokedKey, keep.sessionId), null, 'the other session is not revoked')
 
-  // the second session's logout removes the last session: the index goes too
+  // the second session's logout removes the last session: the key goes too
   const out2 = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${keep.accessToken}` } })
   t.equal(out2.statusCode, 204, out2.body)
+  t.equal(await redis.exists(key), 0, 'the user\'s key is deleted with the last session')
   t.same(await keysUnder(redis, prefix), [revokedKey], 'only the revoked set remains')
   t.equal(await redis.zcard(revokedKey), 2)
 

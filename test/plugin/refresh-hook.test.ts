@@ -5,7 +5,7 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import tokengate, { type AuditMeta, type TokengateOptions } from '../../plugin/index.js'
 import { buildApp, login, SECRET, sleep, verifyCredentials } from '../helpers/app.js'
-import { deletePrefix, keysUnder, recordKey, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { deletePrefix, keysUnder, readSession, redisUrl, uniquePrefix, type StoredSession } from '../helpers/redis.js'
 import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
 const expiredAccess = (sessionId: string, sub = 'u-alice', roles = ['user']): string =>
@@ -41,8 +41,7 @@ async function buildAppWithRoutes (t: Test, options: Partial<TokengateOptions>, 
 t.test('rotateRefreshTokens: false (origin behaviour): the refresh token is kept and reusable', async t => {
   const { app, redis, prefix } = await buildApp(t, { rotateRefreshTokens: false })
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const h0 = await redis.hget(key, 'h')
+  const h0 = (await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h
   t.equal(h0, hashOf(pair.refreshToken))
 
   const r = await refreshBody(app, pair.refreshToken)
@@ -75,18 +74,17 @@ t.test('rotateRefreshTokens: false (origin behaviour): the refresh token is kept
     t.equal(h.headers['x-refresh-token'], undefined)
     await sleep(5)
   }
-  const rec = await redis.hgetall(key)
-  t.equal(rec.h, h0, 'h unchanged')
-  t.notOk(rec.p, 'no previous hash: nothing rotated')
-  t.equal(Number(rec.re), refreshParts(pair.refreshToken).expiresAt, 'refresh expiry unchanged')
-  t.ok(Number(rec.lu) > Number(rec.st), 'last used moved on')
+  const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.equal(rec?.h, h0, 'h unchanged')
+  t.equal(rec?.p, null, 'no previous hash: nothing rotated')
+  t.equal(rec?.re, refreshParts(pair.refreshToken).expiresAt, 'refresh expiry unchanged')
+  t.ok(rec !== undefined && rec.lu > rec.st, 'last used moved on')
 })
 
 t.test('the hook leaves POST /auth/login to the route', async t => {
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
   const first = await login(app)
-  const key = recordKey(prefix, 'u-alice', first.sessionId)
-  const before = await redis.hgetall(key)
+  const before = await readSession(redis, prefix, 'u-alice', first.sessionId)
   const res = await app.inject({
     method: 'POST',
     url: '/auth/login',
@@ -97,7 +95,7 @@ t.test('the hook leaves POST /auth/login to the route', async t => {
   t.not(res.json().sessionId, first.sessionId, 'a new session')
   t.equal(res.headers['x-access-token'], undefined, 'no refresh by the hook')
   t.equal(res.headers['x-refresh-token'], undefined)
-  t.same(await redis.hgetall(key), before, 'the first session is untouched')
+  t.same(await readSession(redis, prefix, 'u-alice', first.sessionId), before, 'the first session is untouched')
   // Its refresh token still rotates normally (it was not rotated behind its back; grace is 0).
   await sleep(5)
   const r = await refreshBody(app, first.refreshToken)
@@ -113,8 +111,8 @@ t.test('x-refresh-token sent to POST /auth/refresh rotates exactly once', async 
   ]
   for (const [name, extra] of cases) {
     const pair = await login(app)
-    const key = recordKey(prefix, 'u-alice', pair.sessionId)
-    const h0 = await redis.hget(key, 'h')
+    const session = async (): Promise<StoredSession | undefined> => await readSession(redis, prefix, 'u-alice', pair.sessionId)
+    const h0 = (await session())?.h
     await sleep(5)
     const res = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { ...extra(pair), 'x-refresh-token': pair.refreshToken } })
     t.equal(res.statusCode, 200, `${name}: ${res.body}`)
@@ -123,15 +121,14 @@ t.test('x-refresh-token sent to POST /auth/refresh rotates exactly once', async 
     t.equal(res.headers['cache-control'], 'no-store')
     const next = res.json().refreshToken as string
     t.not(next, pair.refreshToken)
-    const rec = await redis.hgetall(key)
-    t.equal(rec.h, hashOf(next), `${name}: h is the returned token's`)
-    t.equal(rec.p, h0, `${name}: p is the presented token's (one rotation)`)
+    const rec = await session()
+    t.equal(rec?.h, hashOf(next), `${name}: h is the returned token's`)
+    t.equal(rec?.p, h0, `${name}: p is the presented token's (one rotation)`)
     // With no grace, a second rotation of the same token would have been reuse; the returned token works.
     await sleep(5)
     const again = await refreshBody(app, next)
     t.equal(again.statusCode, 200, `${name}: ${again.body}`)
-    t.equal(await redis.hget(key, 'h'), hashOf(again.json().refreshToken))
-    t.equal(await redis.hget(key, 'p'), hashOf(next))
+    t.match(await session(), { h: hashOf(again.json().refreshToken), p: hashOf(next) }, `${name}: the returned token rotated in turn`)
   }
 })
 
@@ -187,7 +184,6 @@ t.test('refreshClaims: the refreshed access token carries the new roles and clai
     }
   })
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   t.same(calls, [], 'not called at login')
   t.match(payloadOf(pair.accessToken), { roles: ['user'], name: 'Alice' })
 
@@ -203,8 +199,9 @@ t.test('refreshClaims: the refreshed access token carries the new roles and clai
     t.equal(claims.name, 'Alice II')
     t.equal(claims.sub, 'u-alice', 'a reserved claim cannot be overridden')
   }
-  t.equal(await redis.hget(key, 'ro'), JSON.stringify(['user', 'editor']), 'the record keeps the new roles')
-  t.same(JSON.parse((await redis.hget(key, 'cl'))!), { name: 'Alice II' })
+  const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.same(rec?.ro, ['user', 'editor'], 'the session keeps the new roles')
+  t.same(rec?.cl, { name: 'Alice II' }, 'and the new claims, without the reserved one')
 
   // By the route too; bob (null → keep) keeps his.
   const r = await refreshBody(app, res.headers['x-refresh-token'] as string)
@@ -214,7 +211,7 @@ t.test('refreshClaims: the refreshed access token carries the new roles and clai
   const rb = await refreshBody(app, bob.refreshToken)
   t.equal(rb.statusCode, 200, rb.body)
   t.same(payloadOf(rb.json().accessToken).roles, ['user', 'admin'])
-  t.equal(await redis.hget(recordKey(prefix, 'u-bob', bob.sessionId), 'ro'), JSON.stringify(['user', 'admin']))
+  t.same((await readSession(redis, prefix, 'u-bob', bob.sessionId))?.ro, ['user', 'admin'], 'bob keeps his roles')
 })
 
 t.test('audit hooks are called with (userId, sessionId, meta)', async t => {
@@ -259,7 +256,7 @@ t.test('audit hooks are called with (userId, sessionId, meta)', async t => {
   t.equal(reused.json().code, 'TOKENGATE_REFRESH_REUSED')
   t.same(calls.map(c => c[0]).sort(), ['reuse', 'revoke'])
   for (const c of calls) t.match(c, [String, 'u-bob', p2.sessionId, { reason: 'reuse' }])
-  t.equal(await redis.exists(recordKey(prefix, 'u-bob', p2.sessionId)), 0)
+  t.equal(await readSession(redis, prefix, 'u-bob', p2.sessionId), undefined, 'the reused session is gone')
 })
 
 t.test('throwing audit hooks do not break requests', async t => {
@@ -268,17 +265,17 @@ t.test('throwing audit hooks do not break requests', async t => {
   const reject = async (): Promise<void> => { n++; throw new Error('audit down') }
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0, onIssue: boom, onRefresh: reject, onRevoke: boom, onReuseDetected: reject })
   const pair = await login(app)
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(pair.refreshToken), 'session stored')
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(pair.refreshToken), 'session stored')
   const res = await get(app, '/me', { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
   t.type(res.headers['x-access-token'], 'string')
   const next = res.headers['x-refresh-token'] as string
-  t.equal(await redis.hget(recordKey(prefix, 'u-alice', pair.sessionId), 'h'), hashOf(next))
+  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(next), 'rotated')
   const r = await refreshBody(app, next)
   t.equal(r.statusCode, 200, r.body)
   const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${r.json().accessToken as string}` } })
   t.equal(out.statusCode, 204, out.body)
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'session gone')
+  t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'session gone')
   const p2 = await login(app)
   await sleep(5)
   t.equal((await refreshBody(app, p2.refreshToken)).statusCode, 200)
@@ -286,7 +283,7 @@ t.test('throwing audit hooks do not break requests', async t => {
   const reused = await refreshBody(app, p2.refreshToken)
   t.equal(reused.statusCode, 401, reused.body)
   t.equal(reused.json().code, 'TOKENGATE_REFRESH_REUSED')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', p2.sessionId)), 0)
+  t.equal(await readSession(redis, prefix, 'u-alice', p2.sessionId), undefined, 'the reused session is gone')
   t.equal(n, 8, 'every hook was called: issue ×2, refresh ×3, revoke ×2, reuse ×1')
   t.same(await keysUnder(redis, prefix), [`${prefix}:revoked`])
 })

@@ -1,21 +1,22 @@
 // Origin step 4.2 through the refresh hook: a valid access token sent with an expired refresh token
 // gets a renewed refresh token in `x-refresh-token`, unless the session is revoked, the refresh id is not
 // the current one, the session is past maxSessionAge, or renewExpiredRefresh is off.
-import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep } from '../helpers/app.js'
-import { indexKey, recordKey } from '../helpers/redis.js'
-import { b64json } from '../helpers/tokens.js'
+import type { Redis } from 'ioredis'
+import { readSession, sessionsKey, type StoredSession } from '../helpers/redis.js'
+import { b64json, hashOf, refreshParts } from '../helpers/tokens.js'
 
 const SHORT_REFRESH = { accessTokenTtl: '30s', refreshTokenTtl: '1s' }
 
-function refreshHash (token: string): string {
-  return createHash('sha256').update(token.split('.')[3]).digest('base64url').slice(0, 22)
-}
-
 /** The expiry (ms) a refresh token carries. */
-const refreshExpiry = (token: string): number => parseInt(token.split('.')[4], 36)
+const refreshExpiry = (token: string): number => refreshParts(token).expiresAt
+
+/** Alice's session as Redis holds it. */
+async function stored (ta: { redis: Redis, prefix: string }, sessionId: string): Promise<StoredSession | undefined> {
+  return await readSession(ta.redis, ta.prefix, 'u-alice', sessionId)
+}
 
 /** A protected request carrying both tokens, as a client following the origin scenario does. */
 async function both (app: FastifyInstance, accessToken: string, refreshToken: string, url = '/me'): Promise<LightMyRequestResponse> {
@@ -27,10 +28,10 @@ async function refresh (app: FastifyInstance, refreshToken: string): Promise<Lig
 }
 
 t.test('valid access + expired refresh → a renewed refresh token in x-refresh-token', async t => {
-  const { app, redis, prefix } = await buildApp(t, SHORT_REFRESH)
+  const ta = await buildApp(t, SHORT_REFRESH)
+  const { app, redis, prefix } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = (await stored(ta, pair.sessionId))!
   await sleep(1200)
   t.ok(refreshExpiry(pair.refreshToken) <= Date.now(), 'the refresh token has expired')
 
@@ -42,23 +43,25 @@ t.test('valid access + expired refresh → a renewed refresh token in x-refresh-
   t.type(renewed, 'string', 'x-refresh-token is sent')
   if (typeof renewed !== 'string') return
   t.not(renewed, pair.refreshToken)
-  t.match(renewed, /^tgr1\./)
+  t.match(renewed, /^tgr2\./)
+  t.equal(refreshParts(renewed).parentHash, hashOf(pair.refreshToken), 'the renewed token names the expired one as its parent')
   t.equal(res.headers['cache-control'], 'no-store')
   t.notOk('x-access-token' in res.headers, 'no new access token: the old one is valid')
   t.ok(refreshExpiry(renewed) > Date.now(), 'the renewed token is not expired')
 
-  const after = await redis.hgetall(key)
+  const after = (await stored(ta, pair.sessionId))!
   t.not(after.h, before.h, 'h changed')
-  t.equal(after.h, refreshHash(renewed), 'h is the renewed refresh id')
+  t.equal(after.h, hashOf(renewed), 'h is the renewed refresh id')
   t.equal(after.p, before.h, 'p keeps the expired one')
-  t.ok(Number(after.re) > Number(before.re), 're moved forward')
-  t.ok(Number(after.re) >= startedAt + 1000 - 50 && Number(after.re) <= Date.now() + 1000, 're = renewal time + refreshTokenTtl')
-  t.equal(refreshExpiry(renewed), Number(after.re), 'the token carries the record\'s expiry')
+  t.ok(after.re > before.re, 're moved forward')
+  t.ok(after.re >= startedAt + 1000 - 50 && after.re <= Date.now() + 1000, 're = renewal time + refreshTokenTtl')
+  t.equal(refreshExpiry(renewed), after.re, 'the token carries the record\'s expiry')
   t.equal(after.st, before.st, 'the session start is kept')
+  t.equal(after.x, after.re + 30_000, 'record expiry = re + access TTL')
+  const key = sessionsKey(prefix, 'u-alice')
+  t.equal(Number(await redis.pexpiretime(key)), after.x, 'the user\'s key expiry follows the new re')
   const pttl = await redis.pttl(key)
-  t.ok(pttl > 0 && pttl <= Number(after.re) + 30_000 - Date.now() + 50, `record expiry follows the new re (pttl ${pttl})`)
-  const score = await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId)
-  t.equal(Number(score), Number(after.re) + 30_000, 'index score = re + access TTL')
+  t.ok(pttl > 0 && pttl <= after.re + 30_000 - Date.now() + 50, `and its PTTL (${pttl})`)
 
   const next = await refresh(app, renewed)
   t.equal(next.statusCode, 200, `the renewed token works on /auth/refresh: ${next.body}`)
@@ -66,13 +69,14 @@ t.test('valid access + expired refresh → a renewed refresh token in x-refresh-
 })
 
 t.test('no renewal while the refresh token is still valid', async t => {
-  const { app, redis, prefix } = await buildApp(t, SHORT_REFRESH)
+  const ta = await buildApp(t, SHORT_REFRESH)
+  const { app } = ta
   const pair = await login(app)
-  const before = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
+  const before = await stored(ta, pair.sessionId)
   const res = await both(app, pair.accessToken, pair.refreshToken)
   t.equal(res.statusCode, 200, res.body)
   t.notOk('x-refresh-token' in res.headers)
-  t.equal((await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))).h, before.h)
+  t.equal((await stored(ta, pair.sessionId))?.h, before?.h, 'h unchanged')
 })
 
 t.test('revoked session: the access token is refused and nothing is renewed', async t => {
@@ -91,19 +95,19 @@ t.test('revoked session: the access token is refused and nothing is renewed', as
   t.same(anon.json(), { userId: null })
   t.notOk('x-refresh-token' in anon.headers, 'no renewal header on an anonymous route either')
 
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'no session record came back')
-  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId), null)
+  t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'no session record came back')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'nor the user\'s key')
 })
 
 async function notCurrent (t: import('tap').Test, options: Record<string, unknown>): Promise<void> {
-  const { app, redis, prefix } = await buildApp(t, { ...SHORT_REFRESH, ...options })
+  const ta = await buildApp(t, { ...SHORT_REFRESH, ...options })
+  const { app } = ta
   const r1 = await login(app)
   const rotated = await refresh(app, r1.refreshToken)
   t.equal(rotated.statusCode, 200, rotated.body)
   const r2 = rotated.json()
-  const key = recordKey(prefix, 'u-alice', r1.sessionId)
-  const before = await redis.hgetall(key)
-  t.equal(before.h, refreshHash(r2.refreshToken), 'R2 is current')
+  const before = await stored(ta, r1.sessionId)
+  t.equal(before?.h, hashOf(r2.refreshToken), 'R2 is current')
   await sleep(1200)
   t.ok(refreshExpiry(r1.refreshToken) <= Date.now(), 'R1 has expired')
 
@@ -111,9 +115,9 @@ async function notCurrent (t: import('tap').Test, options: Record<string, unknow
   t.equal(res.statusCode, 200, `the valid access token still authenticates: ${res.body}`)
   t.equal(res.json().userId, 'u-alice')
   t.notOk('x-refresh-token' in res.headers, `no renewal for a refresh id that is not the current one (got ${String(res.headers['x-refresh-token'])})`)
-  const after = await redis.hgetall(key)
-  t.equal(after.h, before.h, 'h unchanged')
-  t.equal(after.re, before.re, 're unchanged')
+  const after = await stored(ta, r1.sessionId)
+  t.equal(after?.h, before?.h, 'h unchanged')
+  t.equal(after?.re, before?.re, 're unchanged')
 }
 
 t.test('not the current refresh id (rotated, grace window over) → no renewal', async t => {
@@ -126,22 +130,22 @@ t.test('not the current refresh id, inside the default 10 s grace window → no 
 })
 
 t.test('past maxSessionAge: no renewal, and /auth/refresh says REFRESH_EXPIRED', async t => {
-  const { app, redis, prefix } = await buildApp(t, { clockTolerance: '30s', maxSessionAge: '2s', refreshTokenTtl: '1s', accessTokenTtl: '30s' })
+  const ta = await buildApp(t, { clockTolerance: '30s', maxSessionAge: '2s', refreshTokenTtl: '1s', accessTokenTtl: '30s' })
+  const { app } = ta
   const pair = await login(app)
   t.ok(pair.expiresIn <= 2, `access expiresIn capped by maxSessionAge (got ${pair.expiresIn})`)
   const claims = b64json(pair.accessToken.split('.')[1])
   t.ok((claims.exp as number) <= (claims.auth_time as number) + 2, 'exp ≤ auth_time + maxSessionAge')
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = await stored(ta, pair.sessionId)
 
   await sleep(2300)
   t.ok((claims.exp as number) * 1000 < Date.now(), 'the access token is past its capped exp (inside the tolerance)')
   const res = await both(app, pair.accessToken, pair.refreshToken)
   t.equal(res.statusCode, 200, `still accepted within clockTolerance: ${res.body}`)
   t.notOk('x-refresh-token' in res.headers, 'no renewal past maxSessionAge')
-  const after = await redis.hgetall(key)
-  t.equal(after.h, before.h, 'h unchanged')
-  t.equal(after.re, before.re, 're unchanged')
+  const after = await stored(ta, pair.sessionId)
+  t.equal(after?.h, before?.h, 'h unchanged')
+  t.equal(after?.re, before?.re, 're unchanged')
 
   const r = await refresh(app, pair.refreshToken)
   t.equal(r.statusCode, 401, r.body)
@@ -149,17 +153,17 @@ t.test('past maxSessionAge: no renewal, and /auth/refresh says REFRESH_EXPIRED',
 })
 
 t.test('renewExpiredRefresh: false → no renewal', async t => {
-  const { app, redis, prefix } = await buildApp(t, { ...SHORT_REFRESH, renewExpiredRefresh: false })
+  const ta = await buildApp(t, { ...SHORT_REFRESH, renewExpiredRefresh: false })
+  const { app } = ta
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = await stored(ta, pair.sessionId)
   await sleep(1200)
   const res = await both(app, pair.accessToken, pair.refreshToken)
   t.equal(res.statusCode, 200, res.body)
   t.notOk('x-refresh-token' in res.headers, 'no renewal header')
-  const after = await redis.hgetall(key)
-  t.equal(after.h, before.h, 'h unchanged')
-  t.equal(after.re, before.re, 're unchanged')
+  const after = await stored(ta, pair.sessionId)
+  t.equal(after?.h, before?.h, 'h unchanged')
+  t.equal(after?.re, before?.re, 're unchanged')
   const r = await refresh(app, pair.refreshToken)
   t.equal(r.statusCode, 401)
   t.equal(r.json().code, 'TOKENGATE_REFRESH_EXPIRED')

@@ -1,16 +1,20 @@
 // Refresh-token rotation, the grace window and reuse detection, through POST /auth/refresh,
 // checked against what Redis holds afterwards.
-import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { buildApp, login, sleep } from '../helpers/app.js'
-import { indexKey, recordKey } from '../helpers/redis.js'
+import { keysUnder, readSession, readSessions, sessionsKey, type StoredSession } from '../helpers/redis.js'
+import { hashOf as refreshHash } from '../helpers/tokens.js'
 
-/** The store's hash of a refresh token's id (field 3 of `tgr1.<user>.<sid>.<rid>.<exp>.<mac>`). */
-function refreshHash (token: string): string {
-  const rid = token.split('.')[3]
-  return createHash('sha256').update(rid).digest('base64url').slice(0, 22)
+/** Alice's session as Redis holds it (undefined when it is gone). */
+async function stored (redis: Redis, prefix: string, sessionId: string): Promise<StoredSession | undefined> {
+  return await readSession(redis, prefix, 'u-alice', sessionId)
+}
+
+/** The ids of alice's sessions in Redis. */
+async function storedIds (redis: Redis, prefix: string): Promise<string[]> {
+  return Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}).sort()
 }
 
 async function refresh (app: FastifyInstance, refreshToken: string): Promise<LightMyRequestResponse> {
@@ -24,10 +28,9 @@ async function me (app: FastifyInstance, accessToken: string): Promise<LightMyRe
 t.test('rotation: a new refresh token, h moves on and p keeps the old hash', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = (await stored(redis, prefix, pair.sessionId))!
   t.equal(before.h, refreshHash(pair.refreshToken), 'h is the hash of the login refresh id')
-  t.notOk('p' in before, 'no previous hash before the first rotation')
+  t.equal(before.p, null, 'no previous hash before the first rotation')
 
   const res = await refresh(app, pair.refreshToken)
   t.equal(res.statusCode, 200, res.body)
@@ -36,15 +39,16 @@ t.test('rotation: a new refresh token, h moves on and p keeps the old hash', asy
   t.match(next, { tokenType: 'Bearer', sessionId: pair.sessionId })
   t.type(next.refreshToken, 'string')
   t.not(next.refreshToken, pair.refreshToken, 'the refresh token was rotated')
-  t.match(next.refreshToken, /^tgr1\./)
+  t.match(next.refreshToken, /^tgr2\./)
 
-  const after = await redis.hgetall(key)
+  const after = (await stored(redis, prefix, pair.sessionId))!
   t.not(after.h, before.h, 'h changed')
   t.equal(after.h, refreshHash(next.refreshToken), 'h is the hash of the new refresh id')
   t.equal(after.p, before.h, 'p holds the old hash')
-  t.ok(Number(after.pt) > 0, 'pt holds the rotation time')
-  t.notOk(Object.values(after).some(v => v.includes(pair.refreshToken) || v.includes(next.refreshToken)), 'no raw token stored')
-  t.equal(await redis.zcard(indexKey(prefix, 'u-alice')), 1)
+  t.ok(after.pt !== null && after.pt > 0, 'pt holds the rotation time')
+  const raw = (await redis.getBuffer(sessionsKey(prefix, 'u-alice')))!
+  t.notOk(raw.includes(Buffer.from(pair.refreshToken)) || raw.includes(Buffer.from(next.refreshToken)), 'no raw token stored')
+  t.same(await storedIds(redis, prefix), [pair.sessionId], 'one session')
 
   t.equal((await me(app, next.accessToken)).statusCode, 200, 'the new access token works')
 })
@@ -52,7 +56,6 @@ t.test('rotation: a new refresh token, h moves on and p keeps the old hash', asy
 t.test('a chain of 5 rotations: each one works and moves h on', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
   const seen = new Set<string>([pair.refreshToken])
   let current = pair.refreshToken
   for (let i = 0; i < 5; i++) {
@@ -61,21 +64,19 @@ t.test('a chain of 5 rotations: each one works and moves h on', async t => {
     const next = res.json()
     t.notOk(seen.has(next.refreshToken), `rotation ${i + 1} returns a token never seen before`)
     seen.add(next.refreshToken)
-    const rec = await redis.hgetall(key)
-    t.equal(rec.h, refreshHash(next.refreshToken), `rotation ${i + 1}: h is the new hash`)
-    t.equal(rec.p, refreshHash(current), `rotation ${i + 1}: p is the presented hash`)
+    const rec = await stored(redis, prefix, pair.sessionId)
+    t.equal(rec?.h, refreshHash(next.refreshToken), `rotation ${i + 1}: h is the new hash`)
+    t.equal(rec?.p, refreshHash(current), `rotation ${i + 1}: p is the presented hash`)
     t.equal((await me(app, next.accessToken)).statusCode, 200, `rotation ${i + 1}: access token works`)
     current = next.refreshToken
   }
-  t.equal(await redis.zcard(indexKey(prefix, 'u-alice')), 1, 'still one session')
+  t.same(await storedIds(redis, prefix), [pair.sessionId], 'still one session')
 })
 
 async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, prefix: string, sleepMs: number): Promise<void> {
   const pair = await login(app)
   const other = await login(app) // another session of the same user
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const otherKey = recordKey(prefix, 'u-alice', other.sessionId)
-  const otherBefore = await redis.hgetall(otherKey)
+  const otherBefore = await stored(redis, prefix, other.sessionId)
 
   const r1 = await refresh(app, pair.refreshToken)
   t.equal(r1.statusCode, 200, r1.body)
@@ -88,8 +89,7 @@ async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, p
   t.match(reused.headers['www-authenticate'], /^Bearer/)
   t.notOk(reused.body.includes(pair.refreshToken), 'the answer does not echo the token')
 
-  t.equal(await redis.exists(key), 0, 'the session hash is gone')
-  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId), null, 'the index entry is gone')
+  t.equal(await stored(redis, prefix, pair.sessionId), undefined, 'the session is gone')
   const revokedScore = await redis.zscore(`${prefix}:revoked`, pair.sessionId)
   t.not(revokedScore, null, '<prefix>:revoked holds the sid')
   t.ok(Number(revokedScore) > Date.now(), 'the revocation entry lasts into the future')
@@ -104,8 +104,8 @@ async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, p
   t.equal(res.json().code, 'TOKENGATE_REFRESH_INVALID', 'the latest refresh token is dead too')
 
   // The other session of the same user is untouched.
-  t.same(await redis.hgetall(otherKey), otherBefore, 'other session hash unchanged')
-  t.not(await redis.zscore(indexKey(prefix, 'u-alice'), other.sessionId), null, 'other session still indexed')
+  t.same(await stored(redis, prefix, other.sessionId), otherBefore, 'other session unchanged')
+  t.same(await storedIds(redis, prefix), [other.sessionId], 'the other session is the only one left in the user\'s key')
   t.equal(await redis.zscore(`${prefix}:revoked`, other.sessionId), null, 'other session not revoked')
   t.equal((await me(app, other.accessToken)).statusCode, 200, 'other session access token works')
   const o = await refresh(app, other.refreshToken)
@@ -131,9 +131,9 @@ t.test('inside the grace window the old token still gets the same successor', as
   t.equal(a.statusCode, 200, a.body)
   t.equal(b.statusCode, 200, b.body)
   t.equal(b.json().refreshToken, a.json().refreshToken, 'same successor')
-  const rec = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
-  t.equal(rec.h, refreshHash(a.json().refreshToken))
-  t.equal(rec.p, refreshHash(pair.refreshToken))
+  const rec = await stored(redis, prefix, pair.sessionId)
+  t.equal(rec?.h, refreshHash(a.json().refreshToken))
+  t.equal(rec?.p, refreshHash(pair.refreshToken))
 })
 
 t.test('20 concurrent refreshes of one token: all 200, one successor, one session', async t => {
@@ -154,19 +154,17 @@ t.test('20 concurrent refreshes of one token: all 200, one successor, one sessio
     t.equal(res.json().sessionId, pair.sessionId)
   }
 
-  const index = indexKey(prefix, 'u-alice')
-  t.equal(await redis.zcard(index), 1, 'one index member')
-  const rec = await redis.hgetall(recordKey(prefix, 'u-alice', pair.sessionId))
-  t.equal(rec.h, refreshHash(successor), 'h is the successor')
-  t.equal(rec.p, refreshHash(pair.refreshToken), 'p is the presented token')
-  const keys = await redis.keys(`${prefix}:{u-alice}:s:*`)
-  t.same(keys, [recordKey(prefix, 'u-alice', pair.sessionId)], 'one session hash')
+  t.same(await storedIds(redis, prefix), [pair.sessionId], 'one session')
+  const rec = await stored(redis, prefix, pair.sessionId)
+  t.equal(rec?.h, refreshHash(successor), 'h is the successor')
+  t.equal(rec?.p, refreshHash(pair.refreshToken), 'p is the presented token')
+  t.same(await keysUnder(redis, `${prefix}:{u-alice}`), [sessionsKey(prefix, 'u-alice')], 'one key for the user')
   t.equal(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'nothing revoked')
 
   const further = await refresh(app, successor)
   t.equal(further.statusCode, 200, `the returned token refreshes again: ${further.body}`)
   t.not(further.json().refreshToken, successor)
-  t.equal(await redis.zcard(index), 1, 'still one session')
+  t.same(await storedIds(redis, prefix), [pair.sessionId], 'still one session')
 })
 
 t.test('A→B→C, then A inside the grace window → REUSED (only the immediate predecessor has grace)', async t => {
@@ -176,14 +174,13 @@ t.test('A→B→C, then A inside the grace window → REUSED (only the immediate
   t.equal(b.statusCode, 200, b.body)
   const c = await refresh(app, b.json().refreshToken)
   t.equal(c.statusCode, 200, c.body)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  t.equal((await redis.hgetall(key)).h, refreshHash(c.json().refreshToken))
+  t.equal((await stored(redis, prefix, pair.sessionId))?.h, refreshHash(c.json().refreshToken))
 
   const a = await refresh(app, pair.refreshToken)
   t.equal(a.statusCode, 401, a.body)
   t.equal(a.json().code, 'TOKENGATE_REFRESH_REUSED')
-  t.equal(await redis.exists(key), 0, 'the session hash is gone')
-  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), pair.sessionId), null, 'the index entry is gone')
+  t.equal(await stored(redis, prefix, pair.sessionId), undefined, 'the session is gone')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'and the user\'s key with it')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'the sid is in <prefix>:revoked')
   const res = await me(app, c.json().accessToken)
   t.equal(res.statusCode, 401)

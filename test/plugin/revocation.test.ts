@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { buildApp, login, sleep } from '../helpers/app.js'
-import { indexKey, recordKey } from '../helpers/redis.js'
+import { readSession, readSessions, sessionsKey } from '../helpers/redis.js'
 
 const ACCESS_WINDOW_MS = 600_000 // default access TTL (10m) + default clock tolerance (0)
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -61,7 +61,7 @@ t.test('logout on A: rejected at once on A and after the pub/sub delay on B', as
     t.equal(res.statusCode, 200, `token works on ${name}: ${res.body}`)
     t.equal(res.json().sessionId, sid)
   }
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', sid)), 1, 'session record in Redis')
+  t.ok(await readSession(redis, prefix, 'u-alice', sid), 'session record in Redis')
 
   const before = Date.now()
   const out = await a.inject({ method: 'POST', url: '/auth/logout', headers: bearer(pair.accessToken) })
@@ -86,8 +86,7 @@ t.test('logout on A: rejected at once on A and after the pub/sub delay on B', as
   t.equal(r.statusCode, 401, r.body)
   t.equal(r.json().code, 'TOKENGATE_REFRESH_INVALID')
 
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', sid)), 0, 'session record deleted')
-  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'empty session index deleted')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'session deleted, and the user\'s key with its last session')
   await assertRevokedEntry(t, redis, prefix, sid, before, after)
 })
 
@@ -97,7 +96,7 @@ t.test('logout-all on A revokes every session of the user on both instances, oth
   const two = await login(b)
   const bob = await login(a, 'bob')
   t.not(one.sessionId, two.sessionId)
-  t.same((await redis.zrange(indexKey(prefix, 'u-alice'), 0, -1)).sort(), [one.sessionId, two.sessionId].sort(), 'both sessions indexed')
+  t.same(Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}).sort(), [one.sessionId, two.sessionId].sort(), 'both sessions stored')
 
   const before = Date.now()
   const out = await a.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(one.accessToken) })
@@ -112,10 +111,10 @@ t.test('logout-all on A revokes every session of the user on both instances, oth
     t.comment(`B rejected session ${pair.sessionId} after ${delay} ms`)
     t.ok(delay >= 0, 'B rejects the token within 2 s')
     t.equal(res.json().code, 'TOKENGATE_TOKEN_REVOKED')
-    t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'record deleted')
+    t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'record deleted')
     await assertRevokedEntry(t, redis, prefix, pair.sessionId, before, after)
   }
-  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'index of alice deleted')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'alice\'s key deleted')
 
   // bob is untouched, on both instances and in Redis.
   for (const app of [a, b]) {
@@ -123,9 +122,8 @@ t.test('logout-all on A revokes every session of the user on both instances, oth
     t.equal(res.statusCode, 200, res.body)
     t.equal(res.json().userId, 'u-bob')
   }
-  t.equal(await redis.exists(recordKey(prefix, 'u-bob', bob.sessionId)), 1, "bob's record kept")
-  t.ok(await redis.pttl(recordKey(prefix, 'u-bob', bob.sessionId)) > 0, "bob's record still expires")
-  t.same(await redis.zrange(indexKey(prefix, 'u-bob'), 0, -1), [bob.sessionId], "bob's index kept")
+  t.same(Object.keys(await readSessions(redis, prefix, 'u-bob') ?? {}), [bob.sessionId], "bob's session kept")
+  t.ok(await redis.pttl(sessionsKey(prefix, 'u-bob')) > 0, "bob's key still expires")
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not in the revoked set')
   const r = await b.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: bob.refreshToken } })
   t.equal(r.statusCode, 200, "bob's refresh token still works")
@@ -164,10 +162,9 @@ t.test('GET /auth/sessions and DELETE /auth/sessions/:id on B revoke another ses
   t.equal(res.json().code, 'TOKENGATE_TOKEN_REVOKED')
 
   for (const app of [a, b]) t.equal((await me(app, one.accessToken)).statusCode, 200, "the caller's session still works")
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', two.sessionId)), 0, 'deleted record gone')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', one.sessionId)), 1, 'caller record kept')
-  t.same(await redis.zrange(indexKey(prefix, 'u-alice'), 0, -1), [one.sessionId], 'index holds the caller only')
-  t.ok(await redis.pttl(indexKey(prefix, 'u-alice')) > 0, 'index still expires')
+  const left = await readSessions(redis, prefix, 'u-alice')
+  t.same(Object.keys(left ?? {}), [one.sessionId], 'the deleted session is gone, the caller\'s is kept')
+  t.equal(Number(await redis.pexpiretime(sessionsKey(prefix, 'u-alice'))), left?.[one.sessionId]?.x, 'the key now expires with the caller\'s session')
   await assertRevokedEntry(t, redis, prefix, two.sessionId, before, after)
   t.equal(await redis.zscore(`${prefix}:revoked`, one.sessionId), null, 'caller not revoked')
 
@@ -179,9 +176,9 @@ t.test('DELETE /auth/sessions/:id of an unknown id or of another user\'s session
   const { a, b, redis, prefix } = await twoInstances(t)
   const alice = await login(a)
   const bob = await login(a, 'bob')
-  const bobKey = recordKey(prefix, 'u-bob', bob.sessionId)
-  const bobBefore = await redis.hgetall(bobKey)
-  t.ok(bobBefore.h !== undefined && bobBefore.h.length === 22, "bob's record has a refresh hash")
+  const bobKey = sessionsKey(prefix, 'u-bob')
+  const bobBefore = await redis.getBuffer(bobKey)
+  t.equal((await readSession(redis, prefix, 'u-bob', bob.sessionId))?.h.length, 22, "bob's record has a refresh hash")
 
   const unknown = await b.inject({ method: 'DELETE', url: '/auth/sessions/no-such-session-id', headers: bearer(alice.accessToken) })
   t.equal(unknown.statusCode, 404, unknown.body)
@@ -192,14 +189,13 @@ t.test('DELETE /auth/sessions/:id of an unknown id or of another user\'s session
   t.equal(other.statusCode, 404, other.body)
   t.equal(other.json().code, 'TOKENGATE_SESSION_NOT_FOUND')
 
-  t.same(await redis.hgetall(bobKey), bobBefore, "bob's record unchanged")
-  t.ok(await redis.pttl(bobKey) > 0, "bob's record still expires")
-  t.same(await redis.zrange(indexKey(prefix, 'u-bob'), 0, -1), [bob.sessionId], "bob's index unchanged")
+  t.same(await redis.getBuffer(bobKey), bobBefore, "bob's key unchanged, byte for byte")
+  t.ok(await redis.pttl(bobKey) > 0, "bob's key still expires")
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not in the revoked set')
   await sleep(50) // give a (wrong) pub/sub message time to arrive
   for (const app of [a, b]) t.equal((await me(app, bob.accessToken)).statusCode, 200, "bob's token still works")
   t.equal((await me(a, alice.accessToken)).statusCode, 200, "the caller's token still works")
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', alice.sessionId)), 1, "the caller's record kept")
+  t.ok(await readSession(redis, prefix, 'u-alice', alice.sessionId), "the caller's record kept")
 })
 
 t.test('reuse detected on B revokes the session\'s access tokens on A', async t => {
@@ -233,8 +229,7 @@ t.test('reuse detected on B revokes the session\'s access tokens on A', async t 
   const r3 = await a.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: next.refreshToken } })
   t.equal(r3.statusCode, 401, 'the successor refresh token is dead too')
   t.equal(r3.json().code, 'TOKENGATE_REFRESH_INVALID')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', pair.sessionId)), 0, 'session record deleted')
-  t.equal(await redis.exists(indexKey(prefix, 'u-alice')), 0, 'index deleted')
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'session deleted, and the user\'s key with its last session')
   await assertRevokedEntry(t, redis, prefix, pair.sessionId, before, after)
 })
 
@@ -244,7 +239,7 @@ t.test('an instance started after a revocation rejects the revoked token (loads 
   const out = await A.app.inject({ method: 'POST', url: '/auth/logout', headers: bearer(pair.accessToken) })
   t.equal(out.statusCode, 204, out.body)
   t.not(await A.redis.zscore(`${A.prefix}:revoked`, pair.sessionId), null, 'revocation recorded in Redis')
-  t.equal(await A.redis.exists(recordKey(A.prefix, 'u-alice', pair.sessionId)), 0, 'no session record left')
+  t.equal(await A.redis.exists(sessionsKey(A.prefix, 'u-alice')), 0, 'no session record left')
 
   // A third instance, started now: no pub/sub message reaches it for this revocation.
   const C = await buildApp(t, {}, { prefix: A.prefix })
@@ -283,16 +278,16 @@ t.test('app.tokengate.revokeSession, revokeAll and listSessions', async t => {
     const created = Date.parse(s.createdAt)
     t.ok(Math.abs(Date.parse(s.expiresAt) - created - 86_400_000) < 1000, 'expiresAt = createdAt + refresh TTL')
     t.equal(s.ip, '127.0.0.1')
-    const record = await redis.hgetall(recordKey(prefix, 'u-alice', s.id))
-    t.equal(Number(record.st), created, 'createdAt is the record\'s st')
+    const record = await readSession(redis, prefix, 'u-alice', s.id)
+    t.equal(record?.st, created, 'createdAt is the record\'s st')
   }
   t.same(await b.tokengate.listSessions('u-alice'), list, 'B lists the same sessions')
 
   t.equal(await a.tokengate.revokeSession('u-alice', one.sessionId), true, 'revokeSession → true')
   t.equal(await b.tokengate.revokeSession('u-alice', one.sessionId), false, 'again → false')
   t.equal(await a.tokengate.revokeSession('u-alice', bob.sessionId), false, "another user's session id → false")
-  t.equal(await redis.exists(recordKey(prefix, 'u-bob', bob.sessionId)), 1, "bob's record untouched")
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', one.sessionId)), 0, 'record deleted')
+  t.ok(await readSession(redis, prefix, 'u-bob', bob.sessionId), "bob's record untouched")
+  t.equal(await readSession(redis, prefix, 'u-alice', one.sessionId), undefined, 'record deleted')
   t.not(await redis.zscore(`${prefix}:revoked`, one.sessionId), null, 'recorded as revoked')
   const onA = await me(a, one.accessToken)
   t.equal(onA.json().code, 'TOKENGATE_TOKEN_REVOKED', 'A rejects at once')
@@ -304,7 +299,7 @@ t.test('app.tokengate.revokeSession, revokeAll and listSessions', async t => {
   t.equal(await b.tokengate.revokeAll('u-bob'), 2, 'revokeAll → how many sessions there were')
   t.equal(await b.tokengate.revokeAll('u-bob'), 0, 'again → 0')
   t.same(await a.tokengate.listSessions('u-bob'), [])
-  t.equal(await redis.exists(indexKey(prefix, 'u-bob')), 0, "bob's index deleted")
+  t.equal(await redis.exists(sessionsKey(prefix, 'u-bob')), 0, "bob's key deleted")
   for (const pair of [bob, bob2]) {
     t.equal((await me(b, pair.accessToken)).json().code, 'TOKENGATE_TOKEN_REVOKED', 'B rejects at once')
     const r = await untilRejected(a, pair.accessToken)

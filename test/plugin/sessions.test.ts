@@ -1,16 +1,12 @@
 // GET /auth/sessions, DELETE /auth/sessions/:id, POST /auth/logout-all, native Redis expiry,
 // rotateRefreshTokens: false and lastUsedAt, checked against what Redis holds.
-import { createHash } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep, USERS } from '../helpers/app.js'
-import { indexKey, keysUnder, recordKey } from '../helpers/redis.js'
+import { keysUnder, readSession, readSessions, sessionsKey } from '../helpers/redis.js'
+import { hashOf as refreshHash } from '../helpers/tokens.js'
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
-
-function refreshHash (token: string): string {
-  return createHash('sha256').update(token.split('.')[3]).digest('base64url').slice(0, 22)
-}
 
 interface Pair { accessToken: string, refreshToken: string, sessionId: string }
 
@@ -55,10 +51,10 @@ t.test('GET /auth/sessions lists both sessions, newest first, current only for t
     t.match(s.lastUsedAt, ISO)
     t.match(s.expiresAt, ISO)
     t.equal(s.ip, '127.0.0.1')
-    const rec = await redis.hgetall(recordKey(prefix, 'u-alice', s.id as string))
-    t.equal(s.createdAt, new Date(Number(rec.st)).toISOString(), 'createdAt from st')
-    t.equal(s.lastUsedAt, new Date(Number(rec.lu)).toISOString(), 'lastUsedAt from lu')
-    t.equal(s.expiresAt, new Date(Number(rec.re)).toISOString(), 'expiresAt is the refresh expiry')
+    const rec = (await readSession(redis, prefix, 'u-alice', s.id as string))!
+    t.equal(s.createdAt, new Date(rec.st).toISOString(), 'createdAt from st')
+    t.equal(s.lastUsedAt, new Date(rec.lu).toISOString(), 'lastUsedAt from lu')
+    t.equal(s.expiresAt, new Date(rec.re).toISOString(), 'expiresAt is the refresh expiry')
     t.equal(rec.ua, s.userAgent)
     t.equal(rec.ip, '127.0.0.1')
     t.ok(Date.parse(s.expiresAt as string) > Date.parse(s.createdAt as string))
@@ -85,9 +81,7 @@ t.test('DELETE /auth/sessions/:id → 204 and the session is gone', async t => {
 
   const res = await list(app, keep.accessToken)
   t.same((res.json() as Array<{ id: string }>).map(s => s.id), [keep.sessionId], 'gone from the list')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', drop.sessionId)), 0, 'hash gone')
-  t.equal(await redis.zscore(indexKey(prefix, 'u-alice'), drop.sessionId), null, 'index member gone')
-  t.not(await redis.zscore(indexKey(prefix, 'u-alice'), keep.sessionId), null, 'the other member stays')
+  t.same(Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}), [keep.sessionId], 'gone from Redis, the other session stays')
   t.not(await redis.zscore(`${prefix}:revoked`, drop.sessionId), null, 'the deleted sid is in <prefix>:revoked')
 
   const dropped = await app.inject({ url: '/me', headers: bearer(drop.accessToken) })
@@ -115,13 +109,13 @@ t.test('DELETE /auth/sessions/:id: 404 for an unknown id or another user\'s sess
   const foreign = await app.inject({ method: 'DELETE', url: `/auth/sessions/${bob.sessionId}`, headers: bearer(alice.accessToken) })
   t.equal(foreign.statusCode, 404, 'another user\'s session is not found')
   t.equal(foreign.json().code, 'TOKENGATE_SESSION_NOT_FOUND')
-  t.equal(await redis.exists(recordKey(prefix, 'u-bob', bob.sessionId)), 1, 'bob\'s session untouched')
+  t.ok(await readSession(redis, prefix, 'u-bob', bob.sessionId), 'bob\'s session untouched')
 
   const anon = await app.inject({ method: 'DELETE', url: `/auth/sessions/${alice.sessionId}` })
   t.equal(anon.statusCode, 401, anon.body)
   t.equal(anon.json().code, 'TOKENGATE_TOKEN_MISSING')
   t.equal(anon.headers['www-authenticate'], 'Bearer')
-  t.equal(await redis.exists(recordKey(prefix, 'u-alice', alice.sessionId)), 1, 'alice\'s session untouched')
+  t.ok(await readSession(redis, prefix, 'u-alice', alice.sessionId), 'alice\'s session untouched')
 })
 
 t.test('POST /auth/logout-all → 204, every session of the user gone, other users untouched', async t => {
@@ -130,8 +124,9 @@ t.test('POST /auth/logout-all → 204, every session of the user gone, other use
   const a2 = await loginAs(app, 'alice', 'A/2')
   const a3 = await loginAs(app, 'alice', 'A/3')
   const bob = await loginAs(app, 'bob', 'B/1')
-  const bobBefore = await redis.hgetall(recordKey(prefix, 'u-bob', bob.sessionId))
-  t.equal((await keysUnder(redis, `${prefix}:{u-alice}`)).length, 4, 'three hashes and the index before')
+  const bobBefore = await redis.getBuffer(sessionsKey(prefix, 'u-bob'))
+  t.same(await keysUnder(redis, `${prefix}:{u-alice}`), [sessionsKey(prefix, 'u-alice')], 'one key for alice before')
+  t.equal(Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}).length, 3, 'holding her three sessions')
 
   const res = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(a2.accessToken) })
   t.equal(res.statusCode, 204, res.body)
@@ -147,8 +142,7 @@ t.test('POST /auth/logout-all → 204, every session of the user gone, other use
     t.equal(r.json().code, 'TOKENGATE_REFRESH_INVALID')
   }
 
-  t.same(await redis.hgetall(recordKey(prefix, 'u-bob', bob.sessionId)), bobBefore, 'bob\'s session hash untouched')
-  t.not(await redis.zscore(indexKey(prefix, 'u-bob'), bob.sessionId), null, 'bob still indexed')
+  t.same(await redis.getBuffer(sessionsKey(prefix, 'u-bob')), bobBefore, 'bob\'s key untouched')
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not revoked')
   t.equal((await app.inject({ url: '/me', headers: bearer(bob.accessToken) })).statusCode, 200)
 
@@ -157,21 +151,18 @@ t.test('POST /auth/logout-all → 204, every session of the user gone, other use
   t.equal(anon.json().code, 'TOKENGATE_TOKEN_MISSING')
 })
 
-t.test('native expiry: the session keys expire in Redis by themselves', async t => {
+t.test('native expiry: the session key expires in Redis by itself', async t => {
   const { app, redis, prefix } = await buildApp(t, { accessTokenTtl: '1s', refreshTokenTtl: '1s' })
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const index = indexKey(prefix, 'u-alice')
-  const recTtl = await redis.pttl(key)
-  const idxTtl = await redis.pttl(index)
-  t.ok(recTtl > 0 && recTtl <= 2000, `hash TTL ≤ 2 s (got ${recTtl})`)
-  t.ok(idxTtl > 0 && idxTtl <= 2000, `index TTL ≤ 2 s (got ${idxTtl})`)
-  const rec = await redis.hgetall(key)
-  t.equal(Number(await redis.zscore(index, pair.sessionId)), Number(rec.re) + 1000, 'index score = re + access TTL')
+  const key = sessionsKey(prefix, 'u-alice')
+  const ttl = await redis.pttl(key)
+  t.ok(ttl > 0 && ttl <= 2000, `key TTL ≤ 2 s (got ${ttl})`)
+  const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+  t.equal(rec?.x, (rec?.re ?? 0) + 1000, 'record expiry = re + access TTL')
+  t.equal(Number(await redis.pexpiretime(key)), rec?.x, 'the key expires with it')
 
   await sleep(2500)
-  t.equal(await redis.pttl(key), -2, 'the hash is gone')
-  t.equal(await redis.pttl(index), -2, 'the index is gone')
+  t.equal(await redis.pttl(key), -2, 'the key is gone')
   t.same(await keysUnder(redis, `${prefix}:{u-alice}`), [], 'nothing left for the user')
 
   const r = await refresh(app, pair.refreshToken)
@@ -182,8 +173,7 @@ t.test('native expiry: the session keys expire in Redis by themselves', async t 
 t.test('rotateRefreshTokens: false → the same refresh token every time, h kept', async t => {
   const { app, redis, prefix } = await buildApp(t, { rotateRefreshTokens: false })
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = (await readSession(redis, prefix, 'u-alice', pair.sessionId))!
   t.equal(before.h, refreshHash(pair.refreshToken))
   const accessTokens = new Set<string>([pair.accessToken])
   for (let i = 0; i < 3; i++) {
@@ -195,31 +185,30 @@ t.test('rotateRefreshTokens: false → the same refresh token every time, h kept
     t.equal(next.sessionId, pair.sessionId)
     accessTokens.add(next.accessToken)
     t.equal((await app.inject({ url: '/me', headers: bearer(next.accessToken) })).statusCode, 200)
-    const rec = await redis.hgetall(key)
-    t.equal(rec.h, before.h, `refresh ${i + 1}: h kept`)
-    t.equal(rec.re, before.re, `refresh ${i + 1}: the refresh expiry does not move`)
+    const rec = await readSession(redis, prefix, 'u-alice', pair.sessionId)
+    t.equal(rec?.h, before.h, `refresh ${i + 1}: h kept`)
+    t.equal(rec?.re, before.re, `refresh ${i + 1}: the refresh expiry does not move`)
   }
   t.equal(accessTokens.size, 4, 'each refresh minted a new access token')
-  t.equal(await redis.zcard(indexKey(prefix, 'u-alice')), 1)
+  t.same(Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}), [pair.sessionId], 'still one session')
 })
 
 t.test('lastUsedAt moves on refresh', async t => {
   const { app, redis, prefix } = await buildApp(t)
   const pair = await login(app)
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  const before = await redis.hgetall(key)
+  const before = (await readSession(redis, prefix, 'u-alice', pair.sessionId))!
   t.equal(before.lu, before.st, 'lastUsedAt = createdAt at login')
 
   await sleep(30)
   const r = await refresh(app, pair.refreshToken)
   t.equal(r.statusCode, 200, r.body)
-  const after = await redis.hgetall(key)
-  t.ok(Number(after.lu) > Number(before.lu), 'lu moved forward')
+  const after = (await readSession(redis, prefix, 'u-alice', pair.sessionId))!
+  t.ok(after.lu > before.lu, 'lu moved forward')
   t.equal(after.st, before.st, 'st kept')
 
   const res = await list(app, r.json().accessToken)
   t.equal(res.statusCode, 200, res.body)
   const [s] = res.json() as Array<{ createdAt: string, lastUsedAt: string }>
-  t.equal(s.lastUsedAt, new Date(Number(after.lu)).toISOString())
+  t.equal(s.lastUsedAt, new Date(after.lu).toISOString())
   t.ok(Date.parse(s.lastUsedAt) > Date.parse(s.createdAt), 'listed lastUsedAt is after createdAt')
 })

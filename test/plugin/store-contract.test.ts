@@ -9,15 +9,17 @@ import {
   MemoryStore, RedisStore, type NewSession, type RotateInput, type RenewInput, type SessionRecord,
   type SessionStore, type SessionTimes
 } from '../../plugin/store/index.js'
-import { deletePrefix, keysUnder, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { deletePrefix, keysUnder, readSessions, redisUrl, uniquePrefix, type StoredSession } from '../helpers/redis.js'
 import { sleep } from '../helpers/app.js'
 
 /** Redis-only views, to check the keys behind the contract. */
 interface Inspect {
   client: Redis
   prefix: string
-  recordKey: (userId: string, sessionId: string) => string
-  indexKey: (userId: string) => string
+  /** The one key holding all sessions of a user. */
+  sessionsKey: (userId: string) => string
+  /** The user's sessions as stored (undefined when the user has no key). */
+  sessions: (userId: string) => Promise<Record<string, StoredSession> | undefined>
 }
 
 interface Harness {
@@ -62,8 +64,8 @@ const redisFactory: Factory = async (t) => {
     inspect: {
       client,
       prefix,
-      recordKey: (u, s) => store.recordKey(u, s),
-      indexKey: (u) => store.indexKey(u)
+      sessionsKey: (u) => store.sessionsKey(u),
+      sessions: async (u) => await readSessions(client, prefix, u)
     }
   }
 }
@@ -103,30 +105,29 @@ async function findSession (store: SessionStore, userId: string, sessionId: stri
   return (await store.list(userId, Date.now())).find(r => r.sessionId === sessionId)
 }
 
-/** Redis only: the record's and the index's native expiries follow the record. */
+/** Redis only: the stored session follows the record, and the user's key expires with its latest session. */
 async function checkKeys (t: Test, h: Harness, userId: string, rec: SessionRecord, extraMs: number): Promise<void> {
   if (h.inspect === undefined) return
-  const { client, recordKey, indexKey } = h.inspect
-  const key = recordKey(userId, rec.sessionId)
-  const [pexp, fields, score, indexExp] = await Promise.all([
-    client.call('PEXPIRETIME', key) as Promise<number>,
-    client.hgetall(key),
-    client.zscore(indexKey(userId), rec.sessionId),
-    client.call('PEXPIRETIME', indexKey(userId)) as Promise<number>
+  const { client, sessionsKey, sessions } = h.inspect
+  const [pexp, all] = await Promise.all([
+    client.call('PEXPIRETIME', sessionsKey(userId)) as Promise<number>,
+    sessions(userId)
   ])
-  t.equal(fields.h, rec.refreshHash, 'field h is the current hash')
-  t.equal(Number(fields.re), rec.refreshExpiresAt, 'field re is the refresh expiry')
-  t.equal(Number(pexp), rec.refreshExpiresAt + extraMs, 'record PEXPIREAT = refresh expiry + extraMs')
-  t.equal(Number(score), rec.refreshExpiresAt + extraMs, 'index score = record expiry')
-  t.ok(Number(indexExp) >= Number(pexp), 'index expires no earlier than the record')
+  const stored = all?.[rec.sessionId]
+  t.ok(stored !== undefined, 'the session is in the user\'s key')
+  if (all === undefined || stored === undefined) return
+  t.equal(stored.h, rec.refreshHash, 'h is the current hash')
+  t.equal(stored.re, rec.refreshExpiresAt, 're is the refresh expiry')
+  t.equal(stored.x, rec.refreshExpiresAt + extraMs, 'x (record expiry) = refresh expiry + extraMs')
+  const latest = Math.max(...Object.values(all).map(s => s.x))
+  t.equal(Number(pexp), latest, 'the user\'s key PEXPIRETIME = the latest session\'s record expiry')
 }
 
-/** Redis only: the session's keys are gone. */
+/** Redis only: the session is gone from the user's key. */
 async function checkGone (t: Test, h: Harness, userId: string, sessionId: string): Promise<void> {
   if (h.inspect === undefined) return
-  const { client, recordKey, indexKey } = h.inspect
-  t.equal(await client.exists(recordKey(userId, sessionId)), 0, 'record key gone')
-  t.equal(await client.zscore(indexKey(userId), sessionId), null, 'not in the index')
+  const all = await h.inspect.sessions(userId)
+  t.equal(all?.[sessionId], undefined, 'the session is not in the user\'s key')
 }
 
 function rotateInput (userId: string, sessionId: string, presentedHash: string, successorHash: string, now: number, o: Partial<RotateInput> = {}): RotateInput {
@@ -147,8 +148,9 @@ function contract (name: string, factory: Factory): void {
       const older = newSession(user, now, { createdAt: now - 3000 })
       const newest = newSession(user, now, { createdAt: now - 1000, roles: ['user', 'admin'], claims: { deep: { a: [1, 2] } } })
       const middle = newSession(user, now, { createdAt: now - 2000, ip: undefined, userAgent: undefined, roles: [], claims: {} })
-      for (const s of [older, newest, middle]) await store.create(s, times(now))
-      await store.create(newSession('u-other-' + id(), now), times(now))
+      for (const s of [older, newest, middle]) t.same(await store.create(s, times(now)), [], 'create evicts nothing without maxSessions')
+      const other = 'u-other-' + id()
+      await store.create(newSession(other, now), times(now))
 
       const list = await store.list(user, now)
       t.same(list.map(r => r.sessionId), [newest.sessionId, middle.sessionId, older.sessionId], 'newest first')
@@ -171,9 +173,10 @@ function contract (name: string, factory: Factory): void {
 
       await checkKeys(t, h, user, n, 600_000)
       if (h.inspect !== undefined) {
-        const f = await h.inspect.client.hgetall(h.inspect.recordKey(user, middle.sessionId))
-        t.notOk('ip' in f, 'no ip field stored when none given')
-        t.notOk('ua' in f, 'no ua field stored when none given')
+        const stored = (await h.inspect.sessions(user))?.[middle.sessionId]
+        t.equal(stored?.ip, '', 'no ip stored when none given')
+        t.equal(stored?.ua, '', 'no user agent stored when none given')
+        t.same(await keysUnder(h.inspect.client, h.inspect.prefix), [h.inspect.sessionsKey(user), h.inspect.sessionsKey(other)].sort(), 'one key per user, nothing else')
       }
     })
 
@@ -400,7 +403,7 @@ function contract (name: string, factory: Factory): void {
       t.same(await store.renew(renewInput(user, s.sessionId, s.refreshHash, hash(), now + 10, { graceMs: 50 })), { status: 'stale' })
       const listed = await findSession(store, user, s.sessionId)
       t.equal(listed?.refreshHash, next, 'session untouched by stale renewals')
-      if (h.inspect !== undefined) t.equal(await h.inspect.client.exists(h.inspect.recordKey(user, s.sessionId)), 1, 'record kept')
+      if (h.inspect !== undefined) t.equal((await h.inspect.sessions(user))?.[s.sessionId]?.h, next, 'record kept as it was')
     })
 
     t.test('renew: capped at createdAt + maxSessionAge, the session stays', async t => {
@@ -469,7 +472,7 @@ function contract (name: string, factory: Factory): void {
       t.same(await store.revokeAll('u-nobody-' + id()), [], 'unknown user')
       if (h.inspect !== undefined) {
         const keys = await keysUnder(h.inspect.client, h.inspect.prefix)
-        t.same(keys, [h.inspect.indexKey(other), h.inspect.recordKey(other, o.sessionId)].sort(), "only the other user's keys remain")
+        t.same(keys, [h.inspect.sessionsKey(other)], "only the other user's key remains")
       }
     })
 
@@ -487,9 +490,8 @@ function contract (name: string, factory: Factory): void {
       t.match(r, { status: 'ok' })
       t.equal((await store.list(user, Date.now())).length, 2, 'both live at first')
       if (h.inspect !== undefined) {
-        const pttl = await h.inspect.client.pttl(h.inspect.recordKey(user, s.sessionId))
-        t.ok(pttl > 0 && pttl <= 500, `record has a native TTL (${pttl})`)
-        t.ok(await h.inspect.client.pttl(h.inspect.indexKey(user)) > 0, 'index has a native TTL')
+        const pttl = await h.inspect.client.pttl(h.inspect.sessionsKey(user))
+        t.ok(pttl > 0 && pttl <= 500, `the user's key has a native TTL (${pttl})`)
       }
       // still there in the extra window after the refresh expiry
       await sleep(Math.max(0, now + 350 - Date.now()))
@@ -499,10 +501,108 @@ function contract (name: string, factory: Factory): void {
       t.same(await store.rotate(rotateInput(user, s.sessionId, s.refreshHash, hash(), Date.now(), short)), { status: 'missing' })
       t.same(await store.renew(renewInput(user, s.sessionId, s.refreshHash, hash(), Date.now(), short)), { status: 'missing' })
       if (h.inspect !== undefined) {
-        const { client, recordKey, indexKey, prefix } = h.inspect
-        t.equal(await client.exists(recordKey(user, s.sessionId), recordKey(user, rotated.sessionId), indexKey(user)), 0, 'record and index keys expired')
+        const { client, sessionsKey, prefix } = h.inspect
+        t.equal(await client.exists(sessionsKey(user)), 0, 'the user\'s key expired')
         t.same(await keysUnder(client, prefix), [], 'nothing left under the prefix')
       }
+    })
+
+    t.test('create with maxSessions evicts the least recently used sessions, and returns their ids', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const other = 'u-other-' + id()
+      // Distinct last uses: a at now, b at now + 1, c at now + 2; then a refresh makes a the most recent.
+      const [a, b, c] = [0, 1, 2].map(i => newSession(user, now, { createdAt: now + i }))
+      for (const [i, s] of [a, b, c].entries()) t.same(await store.create(s, times(now + i), { maxSessions: 3 }), [], `session ${i + 1} of 3 evicts nothing`)
+      const o = newSession(other, now)
+      await store.create(o, times(now), { maxSessions: 1 })
+      const aNext = hash()
+      t.match(await store.rotate(rotateInput(user, a.sessionId, a.refreshHash, aNext, now + 10)), { status: 'ok', record: { lastUsedAt: now + 10 } })
+
+      const d = newSession(user, now, { createdAt: now + 20 })
+      const evicted = await store.create(d, times(now + 20), { maxSessions: 2 })
+      t.same(evicted, [b.sessionId, c.sessionId], 'b and c (least recently used first) are evicted, not a, the oldest session but the last used')
+      const list = await store.list(user, now + 20)
+      t.same(list.map(r => r.sessionId), [d.sessionId, a.sessionId], 'the new session and the recently used one survive')
+      t.match(list[1], { refreshHash: aNext, lastUsedAt: now + 10, createdAt: a.createdAt, ip: a.ip, userAgent: a.userAgent, roles: a.roles, claims: a.claims }, 'the survivor is intact')
+      t.match(list[0], { refreshHash: d.refreshHash, lastUsedAt: now + 20, createdAt: d.createdAt }, 'the new session as created')
+      t.same(await store.rotate(rotateInput(user, b.sessionId, b.refreshHash, hash(), now + 30)), { status: 'missing' }, 'an evicted session no longer rotates')
+      t.same((await store.list(other, now + 20)).map(r => r.sessionId), [o.sessionId], "another user's session is not counted nor evicted")
+      await checkGone(t, h, user, b.sessionId)
+      await checkGone(t, h, user, c.sessionId)
+      for (const r of list) await checkKeys(t, h, user, r, 600_000)
+
+      // The session being created is never the one evicted, even with a limit of 1.
+      const e = newSession(user, now, { createdAt: now + 40 })
+      t.same(await store.create(e, times(now + 40), { maxSessions: 1 }), [a.sessionId, d.sessionId], 'a limit of 1 evicts every other session, least recently used first')
+      t.same((await store.list(user, now + 40)).map(r => r.sessionId), [e.sessionId], 'only the new session is left')
+      t.same(await store.create(newSession(user, now, { createdAt: now + 50 }), times(now + 50)), [], 'no maxSessions: no limit')
+      t.equal((await store.list(user, now + 50)).length, 2)
+    })
+
+    t.test('a token one rotation ahead (parentHash = the current hash) is accepted and the record catches up', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      // The record holds A; the client holds B, the successor of A, from a rotation the store lost.
+      const s = newSession(user, now)
+      await store.create(s, times(now))
+      const [A, B, C, D] = [s.refreshHash, hash(), hash(), hash()]
+      const r = await store.rotate(rotateInput(user, s.sessionId, B, C, now + 100, { parentHash: A }))
+      t.equal(r.status, 'ok', 'not reuse')
+      if (r.status !== 'ok') return
+      t.equal(r.ahead, true, 'ahead: true')
+      t.equal(r.grace, false)
+      t.equal(r.record.refreshHash, C, 'the record advanced to the successor of the presented token')
+      t.equal(r.record.lastUsedAt, now + 100)
+      t.equal(r.record.refreshExpiresAt, now + 100 + DAY, 'refresh expiry moved as in a rotation')
+      t.equal((await findSession(store, user, s.sessionId))?.refreshHash, C, 'list sees the caught-up hash')
+      await checkKeys(t, h, user, r.record, 600_000)
+      if (h.inspect !== undefined) t.equal((await h.inspect.sessions(user))?.[s.sessionId]?.p, B, 'p = the presented hash, for the grace window')
+
+      // After catching up, the grace window works as after any rotation: B again gets C.
+      const g = await store.rotate(rotateInput(user, s.sessionId, B, C, now + 200, { parentHash: A }))
+      t.match(g, { status: 'ok', grace: true, record: { refreshHash: C } }, 'B inside the grace window gets the same successor')
+      t.notOk(g.status === 'ok' && g.ahead === true, 'a grace refresh is not ahead')
+      const n = await store.rotate(rotateInput(user, s.sessionId, C, D, now + 300, { parentHash: B }))
+      t.match(n, { status: 'ok', grace: false, record: { refreshHash: D } }, 'C rotates normally')
+      t.notOk(n.status === 'ok' && n.ahead === true, 'a normal rotation is not ahead')
+    })
+
+    t.test('renew accepts a token one rotation ahead too', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now, { refreshExpiresAt: now - 1 })
+      await store.create(s, times(now))
+      const [B, C] = [hash(), hash()]
+      const r = await store.renew(renewInput(user, s.sessionId, B, C, now + 100, { parentHash: s.refreshHash, refreshTtlMs: HOUR }))
+      t.match(r, { status: 'ok', grace: false, ahead: true, record: { refreshHash: C, refreshExpiresAt: now + 100 + HOUR } })
+      t.equal((await findSession(store, user, s.sessionId))?.refreshHash, C)
+    })
+
+    t.test('a parentHash that matches nothing is reuse, as before (only one rotation ahead is accepted)', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now)
+      const other = newSession(user, now, { createdAt: now - 10 })
+      await store.create(s, times(now))
+      await store.create(other, times(now))
+      // Two rotations ahead: C (child of B, child of the stored A) names B as its parent.
+      const [B, C, D] = [hash(), hash(), hash()]
+      t.same(await store.rotate(rotateInput(user, s.sessionId, C, D, now + 100, { parentHash: B })), { status: 'reused' })
+      t.equal(await findSession(store, user, s.sessionId), undefined, 'the session is gone')
+      await checkGone(t, h, user, s.sessionId)
+      t.ok(await findSession(store, user, other.sessionId), 'the other session is untouched')
+      // Renewal never revokes: a parent that matches nothing is only stale.
+      t.same(await store.renew(renewInput(user, other.sessionId, C, D, now + 100, { parentHash: B })), { status: 'stale' })
+      t.equal((await findSession(store, user, other.sessionId))?.refreshHash, other.refreshHash, 'and changes nothing')
     })
 
     t.test('markRevoked / loadRevoked / isRevoked', async t => {

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify'
 import tokengate, { type TokengateOptions } from '../../plugin/index.js'
 import { SECRET, sleep, verifyCredentials } from '../helpers/app.js'
-import { recordKey, startOwnRedis, type OwnRedis, uniquePrefix } from '../helpers/redis.js'
+import { readSession, sessionsKey, startOwnRedis, type OwnRedis, uniquePrefix } from '../helpers/redis.js'
 
 const HANG_MS = 3000 // "did not hang" bound for one request while Redis is down
 
@@ -67,9 +67,9 @@ async function fullCycle (t: Test, app: FastifyInstance, own: OwnRedis, prefix: 
   const l = await app.inject({ method: 'POST', url: '/auth/login', payload: alice })
   t.equal(l.statusCode, 200, l.statusCode === 200 ? 'login' : l.body)
   const pair = l.json()
-  const key = recordKey(prefix, 'u-alice', pair.sessionId)
-  t.equal(await redis.exists(key), 1, 'session record written to the restarted Redis')
-  t.ok(await redis.pttl(key) > 0, 'record expires natively')
+  const key = sessionsKey(prefix, 'u-alice')
+  t.ok(await readSession(redis, prefix, 'u-alice', pair.sessionId), 'session written to the restarted Redis')
+  t.ok(await redis.pttl(key) > 0, 'the user\'s key expires natively')
   t.equal((await app.inject({ url: '/me', headers: bearer(pair.accessToken) })).statusCode, 200)
 
   await sleep(2)
@@ -87,7 +87,8 @@ async function fullCycle (t: Test, app: FastifyInstance, own: OwnRedis, prefix: 
   const again = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: next.refreshToken } })
   t.equal(again.statusCode, 401)
   t.equal(again.json().code, 'TOKENGATE_REFRESH_INVALID')
-  t.equal(await redis.exists(key), 0, 'record deleted')
+  // (The recovery loop logged alice in too: her key stays, with those sessions.)
+  t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'session deleted')
   t.not(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'recorded in <prefix>:revoked')
 }
 
@@ -100,7 +101,7 @@ t.test('Redis killed: 503 quickly, fail closed, then recovery when it restarts (
   const l = await app.inject({ method: 'POST', url: '/auth/login', payload: alice })
   t.equal(l.statusCode, 200, l.statusCode === 200 ? 'login' : l.body)
   const pair = l.json()
-  t.equal(await own.client().exists(recordKey(prefix, 'u-alice', pair.sessionId)), 1, 'session stored')
+  t.ok(await readSession(own.client(), prefix, 'u-alice', pair.sessionId), 'session stored')
   t.equal((await app.inject({ url: '/me', headers: bearer(pair.accessToken) })).statusCode, 200)
 
   await own.kill()

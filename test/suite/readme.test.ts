@@ -80,7 +80,7 @@ t.test('Usage runs as written: the app, then the shell steps', async t => {
   t.same(json(out[3]), { user: 'u-alice' }, 'GET /orders with the access token')
   t.match(out[4], /^HTTP\/1\.1 200 /, 'only the refresh token: the refresh hook lets the request through')
   t.match(out[4], /^x-access-token: [\w-]+\.[\w-]+\.[\w-]+\r?$/m, 'with a new access token')
-  t.match(out[4], /^x-refresh-token: tgr1\./m, 'and the rotated refresh token')
+  t.match(out[4], /^x-refresh-token: tgr2\./m, 'and the rotated refresh token')
   t.match(json(out[5]), { statusCode: 403, code: 'TOKENGATE_FORBIDDEN' }, '/admin is 403 for alice')
   t.equal(out[6], '204', 'logout: 204')
   t.match(json(out[7]), { statusCode: 401, code: 'TOKENGATE_TOKEN_REVOKED' }, 'then the access token is refused')

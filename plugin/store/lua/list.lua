@@ -1,8 +1,6 @@
--- Live sessions of one user. KEYS: index ; ARGV: record key prefix, now
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')) do
-  local key = ARGV[1] .. id
-  local fields = redis.call('HGETALL', key)
-  if fields[1] then out[#out + 1] = { id, fields, redis.call('PTTL', key) } end
-end
-return out
+-- Live sessions of one user. KEYS: user sessions, 0.1 index ; ARGV: legacy record prefix, now
+-- (load() writes 0.1 sessions it moved over back at once.)
+local map = load(tonumber(ARGV[2]), ARGV[1])
+local rows = {}
+for sid, r in pairs(map) do rows[#rows + 1] = out(sid, r) end
+return rows

@@ -1,8 +1,12 @@
--- Deletes some sessions of one user. KEYS: index, record... ; ARGV: now, sessionId... (same order as the records)
-local out = {}
-for i = 2, #KEYS do
-  if redis.call('DEL', KEYS[i]) == 1 then out[#out + 1] = ARGV[i] end
-  redis.call('ZREM', KEYS[1], ARGV[i])
+-- Deletes some sessions of one user. KEYS: user sessions, 0.1 index ; ARGV: legacy record prefix, now, sessionId...
+-- Returns the ids that were live.
+local map = load(tonumber(ARGV[2]), ARGV[1])
+local gone = {}
+for i = 3, #ARGV do
+  if map[ARGV[i]] ~= nil then
+    map[ARGV[i]] = nil
+    gone[#gone + 1] = ARGV[i]
+  end
 end
-touch_index(KEYS[1], tonumber(ARGV[1]), nil, nil)
-return out
+if #gone > 0 then save(map) end
+return gone

@@ -1,37 +1,33 @@
--- Rotation, the grace window and reuse detection, atomically.
--- KEYS: record, index
--- ARGV: presentedHash, successorHash, now, refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs,
---       sessionId, then field/value pairs replacing roles and claims (none = keep them)
-local f = redis.call('HMGET', KEYS[1], 'h', 'p', 'pt', 'st')
-if not f[1] then return { 'missing' } end
-local now = tonumber(ARGV[3])
-local grace = 0
-if f[1] == ARGV[1] then
-  if ARGV[7] == '1' then
-    local refresh_expires_at = math.min(now + tonumber(ARGV[4]), tonumber(f[4]) + tonumber(ARGV[5]))
-    local expires_at = refresh_expires_at + tonumber(ARGV[6])
-    redis.call('HSET', KEYS[1], 'h', ARGV[2], 'p', ARGV[1], 'pt', ARGV[3], 're', int(refresh_expires_at))
-    redis.call('PEXPIREAT', KEYS[1], int(expires_at))
-    touch_index(KEYS[2], now, ARGV[9], expires_at)
-  end
-elseif ARGV[7] == '1' and f[2] == ARGV[1] and now - tonumber(f[3]) < tonumber(ARGV[8]) and f[1] == ARGV[2] then
+-- Rotation, the grace window, catching up with a lost rotation, and reuse detection, atomically.
+-- KEYS: user sessions, 0.1 index
+-- ARGV: legacy record prefix, now, sessionId, presentedHash, successorHash, parentHash ('' = unknown),
+--       refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs, roles ('' = keep), claims ('' = keep)
+-- Returns { 'ok', grace, ahead, record } | { 'missing' } | { 'reused' }
+local now = tonumber(ARGV[2])
+local map = load(now, ARGV[1])
+local sid = ARGV[3]
+local r = map[sid]
+if r == nil then return { 'missing' } end
+local presented, successor, parent = ARGV[4], ARGV[5], ARGV[6]
+local rotate = ARGV[10] == '1'
+local grace, ahead = 0, 0
+if r[1] == presented then
+  if rotate then advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])) end
+elseif rotate and r[2] == presented and now - (r[5] + r[3]) < tonumber(ARGV[11]) and r[1] == successor then
   grace = 1
+elseif rotate and parent ~= '' and r[1] == parent then
+  -- The presented token is the successor of the current one: a rotation this record never saw (a failover
+  -- lost it). Catch up, then rotate as usual; never reuse.
+  ahead = 1
+  advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
 else
   -- A live session's refresh id that is neither current nor previous-in-grace: reuse. Kill the session.
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[9])
-  touch_index(KEYS[2], now, nil, nil)
+  map[sid] = nil
+  save(map)
   return { 'reused' }
 end
-redis.call('HSET', KEYS[1], 'lu', ARGV[3])
-if #ARGV > 9 then
-  -- New roles and/or claims: drop the replaced values' continuation fields ('ro.1', 'cl.1', ...) first.
-  local replaced = {}
-  for i = 10, #ARGV, 2 do replaced[string.match(ARGV[i], '^[^.]+')] = true end
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    local base, n = string.match(field, '^([^.]+)%.(%d+)$')
-    if n and replaced[base] then redis.call('HDEL', KEYS[1], field) end
-  end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-end
-return { 'ok', grace, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1]) }
+r[6] = now - r[5]
+if ARGV[12] ~= '' then r[10] = ARGV[12] end
+if ARGV[13] ~= '' then r[11] = ARGV[13] end
+save(map)
+return { 'ok', grace, ahead, out(sid, r) }
