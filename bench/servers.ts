@@ -9,7 +9,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import fastifyJwt from '@fastify/jwt'
 import { Redis } from 'ioredis'
-import { buildGateway } from '../gateway/index.js'
+import pino from 'pino'
+import { REDACT, buildGateway } from '../gateway/index.js'
 import { hashPassword } from '../gateway/login.js'
 
 export const SECRET = 'b'.repeat(128)
@@ -17,7 +18,7 @@ export const SECRET = 'b'.repeat(128)
 export interface ServerInfo {
   ports: Record<string, number>
   /** Access tokens per gateway, and a pool of refresh tokens for the refresh variant. */
-  tokens: { hs256: string, eddsa: string, naive: string, refresh: string[] }
+  tokens: { hs256: string, info: string, eddsa: string, naive: string, refresh: string[] }
 }
 
 const port = (app: FastifyInstance): number => (app.server.address() as AddressInfo).port
@@ -56,7 +57,12 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
     rateLimit: { requests: { max: 1_000_000_000, window: '1m' }, failedLogins: { max: 1_000_000, window: '1m' } },
     logLevel: 'silent'
   }
-  const hs = track(buildGateway({ ...common, tokens: { secret: SECRET, keyPrefix: 'bench-hs' } }))
+  // The gateways log at warn (nothing per request); one more at info writes its access log to /dev/null,
+  // as a production gateway writes its log to a pipe.
+  const hs = track(buildGateway({ ...common, logLevel: 'warn', tokens: { secret: SECRET, keyPrefix: 'bench-hs' } }))
+  const infoGw = track(buildGateway({ ...common, logLevel: 'info', tokens: { secret: SECRET, keyPrefix: 'bench-info' } }, {
+    logger: { level: 'info', redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: '/dev/null', sync: false }) }
+  }))
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   const ed = track(buildGateway({
     ...common,
@@ -66,7 +72,24 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
     }
   }))
   const hsPort = await listen(hs)
+  const infoPort = await listen(infoGw)
   const edPort = await listen(ed)
+
+  // The floor of any server-side rotation: a bare Fastify route that reads a JSON body and runs one
+  // EVALSHA on the same Redis (a compare-and-set of one key: the least a rotation has to do).
+  const floorRedis = new Redis(redisUrl)
+  floorRedis.defineCommand('benchCas', {
+    numberOfKeys: 1,
+    lua: "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', 86400000) end return 1"
+  })
+  const floor = track(Fastify({ logger: false }))
+  let n = 0
+  floor.post('/rotate', async (request) => {
+    const token = (request.body as { refreshToken?: string }).refreshToken ?? ''
+    await (floorRedis as unknown as { benchCas: (k: string, a: string, b: string) => Promise<number> }).benchCas(`bench-floor:${n++ % 4096}`, token.slice(0, 22), token.slice(-22))
+    return { refreshToken: token }
+  })
+  const floorPort = await listen(floor)
 
   // 5. The naive design: @fastify/jwt verify (no cache) + one Redis EXISTS denylist lookup, then the same proxy.
   const redis = new Redis(redisUrl)
@@ -91,9 +114,10 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
   const refresh: string[] = []
   for (let i = 0; i < refreshPool; i++) refresh.push((await hs.tokengate.issue({ sub: `bench-${i}`, roles: ['user'] })).refreshToken)
   const info: ServerInfo = {
-    ports: { upstream: upstreamPort, proxy: proxyPort, gateway: hsPort, eddsa: edPort, naive: naivePort },
+    ports: { upstream: upstreamPort, proxy: proxyPort, gateway: hsPort, info: infoPort, eddsa: edPort, naive: naivePort, floor: floorPort },
     tokens: {
       hs256: (await login(hs)).accessToken,
+      info: (await login(infoGw)).accessToken,
       eddsa: (await login(ed)).accessToken,
       naive: naive.jwt.sign({ sub: 'bench', jti: 'naive-1' }, { expiresIn: '1h' }),
       refresh
@@ -104,6 +128,7 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
     close: async () => {
       for (const app of apps.reverse()) await app.close()
       redis.disconnect()
+      floorRedis.disconnect()
     }
   }
 }

@@ -6,6 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import { KeySchema, OptionsSchema } from '../plugin/index.js'
+import { checkRedisConfig } from './redis.js'
 
 const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
 const Duration = (def?: string | number) => Type.Union([Type.String({ pattern: DURATION }), Type.Number({ minimum: 0 })], def === undefined ? {} : { default: def })
@@ -50,8 +51,15 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 })
   }, { additionalProperties: false, default: {} }),
+  // One of url, cluster or sentinels (+ name); checked further in checkRedisConfig.
   redis: Type.Optional(Type.Object({
-    url: Type.String({ pattern: '^rediss?://\\S+$' })
+    url: Type.Optional(Type.String({ pattern: '^rediss?://\\S+$' })),
+    cluster: Type.Optional(Type.Array(Type.String({ pattern: '^rediss?://\\S+$' }), { minItems: 1 })),
+    sentinels: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+    name: Type.Optional(Type.String({ minLength: 1 })),
+    password: Type.Optional(Type.String({ minLength: 1 })),
+    sentinelPassword: Type.Optional(Type.String({ minLength: 1 })),
+    tls: Type.Optional(Type.Boolean())
   }, { additionalProperties: false })),
   tokens: Tokens,
   login: Type.Object({
@@ -140,6 +148,7 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
   }
   const config = withDefaults as GatewayConfig
 
+  if (config.redis !== undefined) checkRedisConfig(config.redis)
   if ((config.login.upstream === undefined) === (config.login.usersFile === undefined)) {
     throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile"')
   }

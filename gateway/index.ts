@@ -2,12 +2,13 @@
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
-import { Redis } from 'ioredis'
-import tokengate, { BadRequestError, RateLimitedError, durationMs, redisClientOptions, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
+import tokengate, { BadRequestError, RateLimitedError, durationMs, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
-import { memoryFailedLogins, memoryRequestLimiter, redisFailedLogins, redisRequestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
+import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
 import { createMetrics, instrument, serveMetrics } from './metrics.js'
+import { createRedis } from './redis.js'
+import { socketRegistry } from './sockets.js'
 import { registerUpstream } from './upstreams.js'
 
 export { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type RouteConfig } from './config.js'
@@ -38,6 +39,23 @@ function rateLimited (retryAfterMs: number): Error {
   return err
 }
 
+/**
+ * Fastify's own per-request log lines off ("incoming request", "request completed", the default error
+ * handler's and the 404's): the gateway writes one access-log line per request itself, and logs 5xx errors
+ * in its error handler. Through a LogController where Fastify has one (5.x ≥ 5.12 deprecates the option).
+ */
+function quietLogs (): Pick<FastifyServerOptions, 'disableRequestLogging' | 'logController'> {
+  const Base = (Fastify as unknown as { LogController?: new () => NonNullable<FastifyServerOptions['logController']> }).LogController
+  if (Base === undefined) return { disableRequestLogging: true }
+  class Quiet extends Base {
+    override incomingRequest (): void {}
+    override requestCompleted (): void {}
+    override defaultErrorLog (): void {}
+    override routeNotFound (): void {}
+  }
+  return { logController: new Quiet() }
+}
+
 /** Runs `hook` first among a route's own onRequest hooks. */
 function prependOnRequest (route: RouteOptions, hook: (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void | Promise<void>): void {
   const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
@@ -50,6 +68,8 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' } },
     trustProxy: config.trustProxy,
+    // One access-log line per request is written where it is counted (metrics.ts), as a proxy does.
+    ...quietLogs(),
     requestIdHeader: false,
     // A client's own request id is kept when it is well-formed; any other gets a new one.
     genReqId: (req) => {
@@ -78,12 +98,16 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
 
   // Every error body has a code: an error without one (the proxy's 400 for a path that escapes its
   // prefix) is a TOKENGATE_BAD_REQUEST; Fastify's default handler then answers and logs it.
-  app.setErrorHandler((error: Error & { code?: string, statusCode?: number }, _request, reply) => {
-    reply.send(error.code === undefined && error.statusCode === 400 ? new BadRequestError(error.message) : error)
+  // Every error body has a code: an error without one (the proxy's 400 for a path that escapes its
+  // prefix) is a TOKENGATE_BAD_REQUEST. Fastify's own error log lines are off (see quietLogs): a 5xx is
+  // logged here, with its stack; a 4xx is in the access log only.
+  app.setErrorHandler((error: Error & { code?: string, statusCode?: number }, request, reply) => {
+    const err = error.code === undefined && error.statusCode === 400 ? new BadRequestError(error.message) : error
+    if ((err.statusCode ?? 500) >= 500) request.log.error({ err }, err.message)
+    reply.send(err)
   })
 
-  const redis = config.redis !== undefined ? new Redis(config.redis.url, redisClientOptions(1000)) : undefined
-  redis?.on('error', () => { /* readiness and 503s report it; reconnects by itself */ })
+  const redis = config.redis !== undefined ? createRedis(config.redis, config.tokens.storeTimeoutMs) : undefined
   const keyPrefix = config.tokens.keyPrefix ?? 'tg'
 
   const provider: LoginProvider = config.login.upstream !== undefined
@@ -98,20 +122,20 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   app.addHook('onClose', async () => {
     await provider.close()
     if (redis !== undefined) {
-      try { await redis.quit() } catch { redis.disconnect() }
+      // disconnect() after QUIT also ends ioredis's sentinel connections (its failover detector).
+      try { await redis.quit() } catch { /* disconnected below */ }
+      redis.disconnect()
     }
   })
 
-  // Logins and refreshes per client IP (one counter for both), shared in Redis when there is one; a
-  // limiter that cannot count lets the request through (the login itself then answers 503 if Redis is down).
+  // Logins and refreshes per client IP (one counter for both): decided in this process (no round trip on a
+  // refresh), shared through Redis when there is one (see requestLimiter).
   const perIp = config.rateLimit.requests
-  const perIpWindowMs = durationMs(perIp.window, 'rateLimit.requests.window')
-  const requestLimiter: RequestLimiter = redis !== undefined
-    ? redisRequestLimiter(redis, keyPrefix, perIp.max, perIpWindowMs)
-    : memoryRequestLimiter(perIp.max, perIpWindowMs)
-  const limitPerIp = async (request: FastifyRequest): Promise<void> => {
-    const wait = await requestLimiter.hit(request.ip).catch(() => 0)
-    if (wait > 0) throw rateLimited(wait)
+  const perIpLimiter: RequestLimiter = requestLimiter(redis, keyPrefix, perIp.max, durationMs(perIp.window, 'rateLimit.requests.window'))
+  app.addHook('onClose', async () => { perIpLimiter.close() })
+  const limitPerIp = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const wait = perIpLimiter.hit(request.ip)
+    done(wait > 0 ? rateLimited(wait) : undefined)
   }
   app.addHook('onRoute', (route) => {
     if (route.url === `${AUTH_PREFIX}/login` || route.url === `${AUTH_PREFIX}/refresh`) prependOnRequest(route, limitPerIp)
@@ -162,7 +186,8 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     })
   }
 
-  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`)) })
+  const sockets = socketRegistry(app)
+  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets) })
 
   return app
 }

@@ -2,11 +2,12 @@
 // per client IP + username (a login refused for bad credentials counts); past `max` within `window`, 429.
 import { createHash } from 'node:crypto'
 import { isIP } from 'node:net'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 
 export interface RequestLimiter {
-  /** Counts one request of `ip`; resolves to 0 when it may proceed, else the milliseconds until it may. */
-  hit: (ip: string) => Promise<number>
+  /** Counts one request of `ip`: 0 when it may proceed, else the milliseconds until it may. No I/O. */
+  hit: (ip: string) => number
+  close: () => void
 }
 
 export interface FailedLogins {
@@ -19,7 +20,7 @@ export interface FailedLogins {
 const digest = (key: string): string => createHash('sha256').update(key).digest('base64url').slice(0, 22)
 
 /** Counters in Redis, shared by every gateway instance: `<prefix>:rl:fail:<sha256(ip + username)>`. */
-export function redisFailedLogins (redis: Redis, prefix: string, max: number, windowMs: number): FailedLogins {
+export function redisFailedLogins (redis: Redis | Cluster, prefix: string, max: number, windowMs: number): FailedLogins {
   const k = (key: string): string => `${prefix}:rl:fail:${digest(key)}`
   return {
     async blockedFor (key) {
@@ -59,38 +60,92 @@ export function memoryFailedLogins (max: number, windowMs: number): FailedLogins
 /** An IP as a key part: itself when it is one, else (a forwarded value, with trustProxy) its digest. */
 const ipKey = (ip: string): string => isIP(ip) !== 0 ? ip : digest(ip)
 
-// One round trip: the count, and the window's expiry set with the first hit (and mended if it was lost).
-const HIT_LUA = `local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return { n, ttl }`
-
-/** Per-IP counters in Redis, shared by every gateway instance: `<prefix>:rl:ip:<ip>`. */
-export function redisRequestLimiter (redis: Redis, prefix: string, max: number, windowMs: number): RequestLimiter {
-  if (typeof (redis as unknown as Record<string, unknown>).tokengateHit !== 'function') redis.defineCommand('tokengateHit', { numberOfKeys: 1, lua: HIT_LUA })
-  const hitScript = (redis as unknown as { tokengateHit: (key: string, windowMs: number) => Promise<[number, number]> }).tokengateHit.bind(redis)
-  return {
-    async hit (ip) {
-      const [count, ttl] = await hitScript(`${prefix}:rl:ip:${ipKey(ip)}`, windowMs)
-      return count > max ? Math.max(ttl, 1) : 0
-    }
-  }
+interface Counter {
+  /** The fixed window (its index since the epoch, windows aligned on every instance). */
+  window: number
+  /** Requests counted here since the last sync. */
+  local: number
+  /** The total of every instance, as Redis said at the last sync. */
+  shared: number
 }
 
-/** Per-IP counters in this process (the memory-store gateway). */
-export function memoryRequestLimiter (max: number, windowMs: number): RequestLimiter {
-  const counters = new Map<string, { count: number, resetAt: number }>()
+/**
+ * Requests per client IP in fixed windows aligned to the clock, counted in this process and decided here
+ * (a login or refresh costs no Redis round trip), shared through Redis every `syncMs`: each instance adds
+ * its new counts to `<prefix>:rl:ip:<ip>` and learns the total of all. Without Redis the counts stay local.
+ * A flood spread over several instances is seen by each within one sync.
+ */
+export function requestLimiter (redis: Redis | Cluster | undefined, prefix: string, max: number, windowMs: number, syncMs = 250): RequestLimiter {
+  const counters = new Map<string, Counter>()
+  const dirty = new Set<string>()
+  type Add = (key: string, window: number, n: number, expiresAt: number) => Promise<number>
+  let add: Add | undefined
+  if (redis !== undefined) {
+    if (typeof (redis as unknown as Record<string, unknown>).tokengateRateAdd !== 'function') redis.defineCommand('tokengateRateAdd', { numberOfKeys: 1, lua: ADD_LUA })
+    add = (redis as unknown as { tokengateRateAdd: Add }).tokengateRateAdd.bind(redis)
+  }
+
+  let syncing = false
+  async function sync (): Promise<void> {
+    if (add === undefined || syncing || dirty.size === 0) return
+    syncing = true
+    const batch = [...dirty]
+    dirty.clear()
+    try {
+      // One small script per IP (keys of different IPs live in different Cluster slots).
+      await Promise.all(batch.map(async ip => {
+        const c = counters.get(ip)
+        if (c === undefined || c.local === 0) return
+        const pushed = c.local
+        const window = c.window
+        try {
+          const total = await add!(`${prefix}:rl:ip:${ipKey(ip)}`, window, pushed, (window + 1) * windowMs)
+          if (counters.get(ip) === c && c.window === window) {
+            c.local -= pushed
+            c.shared = Math.max(c.shared, Number(total))
+          }
+        } catch {
+          dirty.add(ip) // kept, and pushed again at the next sync
+        }
+      }))
+    } finally {
+      syncing = false
+    }
+    const current = Math.floor(Date.now() / windowMs)
+    for (const [ip, c] of counters) if (c.window < current && !dirty.has(ip)) counters.delete(ip)
+  }
+  const timer = add !== undefined ? setInterval(() => { sync().catch(() => {}) }, syncMs) : undefined
+  timer?.unref()
+
   return {
-    async hit (ip) {
+    hit (ip) {
       const now = Date.now()
-      if (counters.size > 100_000) for (const [k, c] of counters) if (c.resetAt <= now) counters.delete(k)
+      const window = Math.floor(now / windowMs)
       let c = counters.get(ip)
-      if (c === undefined || c.resetAt <= now) counters.set(ip, (c = { count: 0, resetAt: now + windowMs }))
-      c.count++
-      return c.count > max ? c.resetAt - now : 0
+      if (c === undefined || c.window !== window) {
+        c = { window, local: 0, shared: 0 }
+        counters.set(ip, c)
+        if (add === undefined && counters.size > 100_000) for (const [k, o] of counters) if (o.window < window) counters.delete(k)
+      }
+      c.local++
+      if (add !== undefined) dirty.add(ip)
+      return c.shared + c.local > max ? (window + 1) * windowMs - now : 0
+    },
+    close () {
+      clearInterval(timer)
     }
   }
 }
+
+// Adds an instance's new counts to the IP's window, resetting it when the window moved on (counts of a
+// window already past are dropped); the key expires at the end of its window.
+const ADD_LUA = `local w = tonumber(redis.call('HGET', KEYS[1], 'w'))
+local window = tonumber(ARGV[1])
+if w ~= nil and w > window then return 0 end
+if w ~= window then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'w', ARGV[1])
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return n`

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs } from '../plugin/index.js'
 import type { RouteConfig } from './config.js'
 import type { Recorder } from './metrics.js'
+import type { SocketRegistry } from './sockets.js'
 
 const TOKEN_COOKIES = new Set(['tg_access', 'tg_refresh', 'tg_csrf'])
 
@@ -79,8 +80,21 @@ function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { st
   reply.send(timedOut ? new UpstreamTimeoutError() : new UpstreamUnavailableError())
 }
 
-/** Registers one route of the table; `record` counts its requests (see metrics.ts). */
-export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder): Promise<void> {
+/**
+ * Registers one route of the table; `record` counts its requests (see metrics.ts); `sockets` learns the
+ * sessions of its WebSocket upgrades, to close them when the session is revoked.
+ */
+export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder, sockets: SocketRegistry): Promise<void> {
+  if (route.websocket) {
+    app.addHook('onRoute', (r) => {
+      const existing = r.onRequest === undefined ? [] : Array.isArray(r.onRequest) ? r.onRequest : [r.onRequest]
+      // After the route's auth policy (which runs first among its hooks) has let the upgrade through.
+      r.onRequest = [...existing, (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+        if (request.headers.upgrade !== undefined) sockets.note(request)
+        done()
+      }] as never
+    })
+  }
   const timeoutMs = durationMs(route.timeout, 'timeout')
   const auth = route.auth === 'required' ? (route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true) : undefined
   await app.register(httpProxy, {
@@ -98,11 +112,12 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => clientHeaders(headers, request.id),
       // Counted when the upstream's answer arrives (latency to its headers); errors are counted in onError.
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { stream: unknown }) => {
-        record(request.method, reply.statusCode, reply.elapsedTime / 1000)
+        record(request, reply.statusCode, reply.elapsedTime / 1000)
         reply.send(res.stream)
       },
       onError: mapUpstreamError as never
     },
+    wsHooks: { onConnect: sockets.onConnect },
     wsClientOptions: {
       rewriteRequestHeaders: (_headers: unknown, request: FastifyRequest) => {
         const h = upstreamHeaders(request, request.headers, route)

@@ -11,6 +11,7 @@ import { hashPassword } from '../../gateway/login.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 import { SECRET, sleep } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
+import { captureLogs } from '../helpers/logs.js'
 import { childEnv, spawnDist, tempDir } from '../helpers/spawn.js'
 
 const ALICE_PW = 'alice-pw-Qx7-wonderland'
@@ -148,12 +149,32 @@ t.test('rate limiting', async t => {
     const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     t.equal((await loginAs(base, 'alice', ALICE_PW)).status, 200)
     t.equal((await post(base, '/auth/refresh', { refreshToken: 'bogus' })).status, 401)
+    const key = `${prefix}:rl:ip:127.0.0.1`
+    // Counted in the gateway, and shared through Redis within a sync (a quarter of a second).
+    await until('the counter reaches Redis', 5000, async () => await client.hget(key, 'n') === '2')
     const keys = await keysUnder(client, prefix)
-    t.same(keys.filter(k => k.includes(':rl:ip:')), [`${prefix}:rl:ip:127.0.0.1`], `the per-IP key names the IP (${keys.join(', ')})`)
+    t.same(keys.filter(k => k.includes(':rl:ip:')), [key], `the per-IP key names the IP (${keys.join(', ')})`)
     t.same(keys.filter(k => k.includes('undefined')), [], 'no key says undefined')
-    t.equal(await client.get(`${prefix}:rl:ip:127.0.0.1`), '2', 'login and refresh counted once each')
-    const ttl = await client.pttl(`${prefix}:rl:ip:127.0.0.1`)
+    t.equal(await client.hget(key, 'n'), '2', 'login and refresh counted once each')
+    const ttl = await client.pttl(key)
     t.ok(ttl > 0 && ttl <= 60_000, `expires with the window (${ttl} ms)`)
+  })
+
+  t.test('per IP, two gateways on one Redis: the limit is shared (within a sync)', async t => {
+    const { url, prefix, client } = await sharedPrefix(t)
+    const config = await baseConfig({ redis: { url }, rateLimit: { requests: { max: 6, window: '1m' } } }, { keyPrefix: prefix })
+    const a = await gateway(t, config)
+    const b = await gateway(t, config)
+    for (let i = 1; i <= 3; i++) t.equal((await post(a, '/auth/refresh', { refreshToken: `bogus-a${i}` })).status, 401, `A ${i}: 401`)
+    for (let i = 1; i <= 3; i++) t.equal((await post(b, '/auth/refresh', { refreshToken: `bogus-b${i}` })).status, 401, `B ${i}: 401`)
+    // Six in all, in Redis once both gateways have synced.
+    await until('both gateways pushed their counts', 5000, async () => await client.hget(`${prefix}:rl:ip:127.0.0.1`, 'n') === '6')
+    // A learns the total when it next syncs a request of this IP: one more may pass, then A refuses with
+    // only 5 of its own (under the limit of 6), which only B's counts explain.
+    t.equal((await post(a, '/auth/refresh', { refreshToken: 'bogus-a4' })).status, 401, 'A 4: 401')
+    await until('A has synced', 5000, async () => Number(await client.hget(`${prefix}:rl:ip:127.0.0.1`, 'n')) >= 7)
+    await sleep(300)
+    assertRateLimited(t, await post(a, '/auth/refresh', { refreshToken: 'bogus-a5' }), 'A refuses its 5th: the limit is shared')
   })
 
   t.test('per IP: the 6th refresh in the window is refused (memory store)', async t => {
@@ -400,4 +421,49 @@ t.test('logs never print tokens, passwords or the secret, and carry the request 
   for (const id of ['req-login-1', 'req-proxy-2', 'req-refresh-3', 'req-logout-4']) {
     t.ok(lines.some(l => l.reqId === id), `log lines carry reqId ${id}`)
   }
+})
+
+t.test('access log: at info, exactly one line per request (method, route, status, time, request id), none at warn', async t => {
+  const logs = captureLogs()
+  const app = buildGateway(await baseConfig({ routes: [{ prefix: '/api', upstream: await echoUpstream() }, { prefix: '/pub', upstream: await echoUpstream(), auth: 'public' }] }),
+    { logger: { level: 'info', stream: logs.stream } })
+  t.teardown(async () => { await app.close() })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  const sent: Array<[string, string, number, string]> = []
+  const send = async (what: string, id: string, status: number, route: string, call: Promise<Res>): Promise<Res> => {
+    const r = await call
+    t.equal(r.status, status, `${what}: ${status}`)
+    sent.push([id, what, status, route])
+    return r
+  }
+  const ok = await send('login', 'acc-1', 200, '/auth/login', loginAs(base, 'alice', ALICE_PW, { 'x-request-id': 'acc-1' }))
+  await send('bad login', 'acc-2', 401, '/auth/login', loginAs(base, 'alice', 'nope', { 'x-request-id': 'acc-2' }))
+  await send('proxied', 'acc-3', 200, '/api/*', get(base, '/api/x', { authorization: `Bearer ${String(ok.body.accessToken)}`, 'x-request-id': 'acc-3' }))
+  await send('proxied 401', 'acc-4', 401, '/api/*', get(base, '/api/x', { 'x-request-id': 'acc-4' }))
+  await send('public', 'acc-5', 200, '/pub/*', get(base, '/pub/y', { 'x-request-id': 'acc-5' }))
+  await send('not found', 'acc-6', 404, 'unmatched', get(base, '/nowhere', { 'x-request-id': 'acc-6' }))
+  await sleep(50)
+  const lines = logs.lines().filter(l => typeof l.reqId === 'string' && l.reqId.startsWith('acc-'))
+  for (const [id, what, status, route] of sent) {
+    const mine = lines.filter(l => l.reqId === id)
+    t.equal(mine.length, 1, `${what}: one line (got ${mine.map(l => l.msg).join(', ')})`)
+    t.match(mine[0], { msg: 'request', route, status, level: 30 }, `${what}: route ${route}, status ${status}`)
+    t.type(mine[0]?.ms, 'number', `${what}: the time it took`)
+    t.type(mine[0]?.method, 'string')
+  }
+  t.same(logs.lines().filter(l => /incoming request|request completed/.test(String(l.msg))), [], "none of Fastify's two lines per request")
+  // Health probes and scrapes (the load balancer's, Prometheus') are not access-logged.
+  t.equal((await get(base, '/healthz', { 'x-request-id': 'acc-probe' })).status, 200)
+  await sleep(50)
+  t.same(logs.lines().filter(l => l.reqId === 'acc-probe'), [], '/healthz writes no line')
+
+  const quiet = captureLogs()
+  const warnApp = buildGateway(await baseConfig(), { logger: { level: 'warn', stream: quiet.stream } })
+  t.teardown(async () => { await warnApp.close() })
+  await warnApp.listen({ port: 0, host: '127.0.0.1' })
+  const wbase = `http://127.0.0.1:${(warnApp.server.address() as AddressInfo).port}`
+  await loginAs(wbase, 'alice', ALICE_PW)
+  await get(wbase, '/api/x')
+  t.same(quiet.lines().filter(l => l.reqId !== undefined), [], 'at warn nothing is logged for requests that went as expected')
 })

@@ -64,9 +64,10 @@ async function startWsUpstream (t: Test): Promise<WsUpstream> {
 
 interface Gateway { app: FastifyInstance, http: string, ws: string, close: () => Promise<void> }
 
-async function startGateway (t: Test, routes: unknown[]): Promise<Gateway> {
+/** A gateway on the shared Redis; `shared.prefix` puts a second instance on the first one's sessions. */
+async function startGateway (t: Test, routes: unknown[], shared?: { prefix: string }): Promise<Gateway & { prefix: string }> {
   const url = await redisUrl()
-  const prefix = uniquePrefix('gw-ws')
+  const prefix = shared?.prefix ?? uniquePrefix('gw-ws')
   const dir = tempDir('ws')
   const usersFile = path.join(dir, 'users.json')
   writeFileSync(usersFile, JSON.stringify([{ sub: ALICE.username, roles: ['user'], passwordHash: aliceHash }]))
@@ -88,7 +89,7 @@ async function startGateway (t: Test, routes: unknown[]): Promise<Gateway> {
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as net.AddressInfo).port
-  return { app, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, close }
+  return { app, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, close, prefix }
 }
 
 async function login (base: string): Promise<Pair> {
@@ -249,4 +250,42 @@ t.test('closing the gateway closes the WebSocket connections (bounded)', async t
   const deadline = Date.now() + BOUND_MS
   while (up.sockets.size > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
   t.equal(up.sockets.size, 0, 'the upstream connections were closed too')
+})
+
+t.test('a revoked session\'s WebSockets are closed (1008 "session revoked") on whichever instance holds them', async t => {
+  const up = await startWsUpstream(t)
+  const routes = [{ prefix: '/ws', upstream: up.origin, websocket: true, auth: 'required' }]
+  const a = await startGateway(t, routes)
+  const b = await startGateway(t, routes, { prefix: a.prefix })
+  const closed = async (ws: WebSocket): Promise<{ code: number, reason: string }> =>
+    await within(BOUND_MS, 'close', new Promise(resolve => ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() }))))
+
+  // Logout on B closes the socket A holds, and the upstream's side too.
+  const pair = await login(a.http)
+  const ws = await connect(t, `${a.ws}/ws/chat`, { authorization: `Bearer ${pair.accessToken}` })
+  ws.send('ping?')
+  t.equal((await nextMessage(ws)).data.toString(), 'ping?', 'the socket works')
+  const other = await login(a.http)
+  const bystander = await connect(t, `${a.ws}/ws/chat`, { authorization: `Bearer ${other.accessToken}` })
+  bystander.send('up?')
+  await nextMessage(bystander) // an echo proves its upstream link is up
+  t.equal(up.sockets.size, 2, 'two upstream sockets, one per client')
+  const gone = closed(ws)
+  const out = await fetch(`${b.http}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
+  t.equal(out.status, 204, 'logout on B')
+  t.same(await gone, { code: 1008, reason: 'session revoked' }, 'the client on A gets 1008 session revoked')
+  await within(BOUND_MS, 'upstream side closed', (async () => { while (up.sockets.size > 1) await new Promise(resolve => setTimeout(resolve, 20)) })())
+  t.pass('the upstream side of that socket is closed too')
+  bystander.send('still?')
+  t.equal((await nextMessage(bystander)).data.toString(), 'still?', "another session's socket stays open")
+
+  // logout-all on A closes every socket of the user, here one held by B.
+  const third = await login(b.http)
+  const onB = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${third.accessToken}` })
+  const goneB = closed(onB)
+  const goneBystander = closed(bystander)
+  const all = await fetch(`${a.http}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${other.accessToken}` } })
+  t.equal(all.status, 204)
+  t.same(await goneB, { code: 1008, reason: 'session revoked' }, 'logout-all closes the socket on B')
+  t.same(await goneBystander, { code: 1008, reason: 'session revoked' }, 'and the one on A')
 })

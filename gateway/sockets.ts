@@ -1,0 +1,63 @@
+// Proxied WebSockets of a session end with it: when a session is revoked (logout, logout-all, a deleted
+// session, reuse detection, a session limit) on any instance, the instance holding its sockets closes them
+// with 1008 "session revoked" (RFC 6455 §7.4.1: policy violation), upstream side included.
+import type { Socket } from 'node:net'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { WebSocket } from 'ws'
+
+export const REVOKED_CLOSE = { code: 1008, reason: 'session revoked' } as const
+
+export interface SocketRegistry {
+  /** Notes the session of an authenticated upgrade request (before the proxy opens its sockets). */
+  note: (request: FastifyRequest) => void
+  /** @fastify/http-proxy's wsHooks.onConnect: the client socket is up, the upstream connected. */
+  onConnect: (context: unknown, source: WebSocket) => void
+  /** How many proxied sockets are open for sessions (for tests and metrics). */
+  readonly size: number
+}
+
+export function socketRegistry (app: FastifyInstance): SocketRegistry {
+  // The upgrade's network socket → its session; ws keeps the same socket as `_socket` (ws has no public
+  // accessor for it, and the proxy's hooks do not pass the request).
+  const pending = new WeakMap<Socket, { sessionId: string, token: string }>()
+  const bySession = new Map<string, Set<WebSocket>>()
+  let size = 0
+
+  function closeAll (sessionId: string): void {
+    const sockets = bySession.get(sessionId)
+    if (sockets === undefined) return
+    bySession.delete(sessionId)
+    for (const ws of sockets) ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
+  }
+  let unsubscribe: (() => void) | undefined
+  app.addHook('onReady', async () => { unsubscribe = app.tokengate.onSessionRevoked(closeAll) })
+  app.addHook('onClose', async () => { unsubscribe?.() })
+
+  return {
+    note (request) {
+      const auth = request.auth
+      if (auth !== null) pending.set(request.raw.socket, { sessionId: auth.sessionId, token: auth.token })
+    },
+    onConnect (_context, source) {
+      const socket = (source as unknown as { _socket?: Socket })._socket
+      const owner = socket === undefined ? undefined : pending.get(socket)
+      if (owner === undefined) return
+      pending.delete(socket!)
+      let sockets = bySession.get(owner.sessionId)
+      if (sockets === undefined) bySession.set(owner.sessionId, (sockets = new Set()))
+      sockets.add(source)
+      size++
+      source.once('close', () => {
+        size--
+        const set = bySession.get(owner.sessionId)
+        set?.delete(source)
+        if (set?.size === 0) bySession.delete(owner.sessionId)
+      })
+      // Revoked while the upstream was connecting: the revocation found no socket to close then.
+      app.tokengate.verify(owner.token).catch((err: { code?: string }) => {
+        if (err.code === 'TOKENGATE_TOKEN_REVOKED') closeAll(owner.sessionId)
+      })
+    },
+    get size () { return size }
+  }
+}
