@@ -1,6 +1,6 @@
 // Access tokens (JWT, RFC 9068 `at+jwt`, signed and verified by @fastify/jwt / fast-jwt) and refresh
 // tokens (opaque, MAC'd with a key derived for that purpose only, so neither is accepted as the other).
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import crypto, { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { ResolvedOptions, UserInfo } from './options.js'
@@ -61,9 +61,13 @@ function random (n: number): Buffer {
 
 export const newId = (): string => random(ID_BYTES).toString('base64url')
 
-/** What the store keeps instead of a refresh id: the first 128 bits of its SHA-256 (22 base64url characters). */
-export const hashRefreshId = (refreshId: string): string =>
-  createHash('sha256').update(refreshId).digest().subarray(0, 16).toString('base64url')
+// crypto.hash (Node ≥ 20.12) hashes in one call, without a Hash object: about a third of the cost.
+const sha256 = typeof (crypto as { hash?: unknown }).hash === 'function'
+  ? (data: string): string => (crypto as unknown as { hash: (alg: string, data: string, enc: string) => string }).hash('sha256', data, 'base64url')
+  : (data: string): string => createHash('sha256').update(data).digest('base64url')
+
+/** What the store keeps instead of a refresh id: the first 22 base64url characters (132 bits) of its SHA-256. */
+export const hashRefreshId = (refreshId: string): string => sha256(refreshId).slice(0, 22)
 
 const b64urlRe = /^[A-Za-z0-9_-]+$/
 

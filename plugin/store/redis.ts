@@ -148,27 +148,28 @@ export class RedisStore implements SessionStore {
 
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
     return await this.bounded(this.scripts.tokengate2Create(
-      ...this.head(s.userId, t.now), s.sessionId, bin(s.refreshHash), s.refreshExpiresAt, t.extraMs,
+      ...this.head(s.userId, t.now), s.sessionId, s.refreshHash, s.refreshExpiresAt, t.extraMs,
       s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt
     )) as string[]
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
     const r = await this.bounded(this.scripts.tokengate2Rotate(
-      ...this.head(i.userId, i.now), i.sessionId, bin(i.presentedHash), bin(i.successorHash), i.parentHash === undefined ? '' : bin(i.parentHash),
+      ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
       i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims)
     )) as [string, number?, number?, Row?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
+    // The script leaves the hashes out: the current one is the successor (or, not rotating, the presented one).
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.rotate ? i.successorHash : i.presentedHash) }
     return { status: r[0] as 'missing' | 'reused' }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
     const r = await this.bounded(this.scripts.tokengate2Renew(
-      ...this.head(i.userId, i.now), i.sessionId, bin(i.presentedHash), bin(i.successorHash), i.parentHash === undefined ? '' : bin(i.parentHash),
+      ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs
     )) as [string, number?, number?, Row?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.successorHash) }
     return { status: r[0] as 'missing' | 'stale' | 'capped' }
   }
 
@@ -183,7 +184,7 @@ export class RedisStore implements SessionStore {
 
   async list (userId: string, now: number): Promise<SessionRecord[]> {
     const rows = await this.bounded(this.scripts.tokengate2List(...this.head(userId, now))) as Row[]
-    return rows.map(parseRow).sort((a, b) => b.createdAt - a.createdAt)
+    return rows.map(row => parseRow(row)).sort((a, b) => b.createdAt - a.createdAt)
   }
 
   async markRevoked (entries: RevocationEntry[], now: number): Promise<void> {
@@ -299,18 +300,15 @@ export class RedisStore implements SessionStore {
   }
 }
 
-/** A refresh-id hash (22 base64url characters, 128 bits) as the 16 bytes the record keeps. */
-const bin = (hash: string): Buffer => Buffer.from(hash, 'base64url')
-const unhex = (h: string | false | null): string | undefined => typeof h === 'string' ? Buffer.from(h, 'hex').toString('base64url') : undefined
-
 /** A record as the scripts return it (lua/common.lua, out()). */
-type Row = [sid: string, h: string, p: string | null, pt: string | null, re: string, st: string, lu: string, x: string, ip: string, ua: string, ro: string, cl: string, jkt: string | null]
+type Row = [sid: string, h: string | null, p: string | null, pt: number | null, re: number, st: number, lu: number, x: number, ip: string, ua: string, ro: string, cl: string, jkt: string | null]
 
-function parseRow (row: Row): SessionRecord {
+/** A row as a record; `refreshHash` when the script left the hashes out. */
+function parseRow (row: Row, refreshHash?: string): SessionRecord {
   const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt] = row
   const record: SessionRecord = {
     sessionId,
-    refreshHash: unhex(h)!,
+    refreshHash: refreshHash ?? h!,
     refreshExpiresAt: Number(re),
     createdAt: Number(st),
     lastUsedAt: Number(lu),

@@ -108,7 +108,7 @@ export const legacyIndexKey = (prefix: string, userId: string): string => `${pre
 
 /** One session as Redis keeps it (README, "Redis keys"), decoded by an independent MessagePack library. */
 export interface StoredSession {
-  /** hash of the current refresh id, base64url (what hashOf(token) gives) */
+  /** hash of the current refresh id, 22 base64url characters (what hashOf(token) gives) */
   h: string
   /** hash of the previous refresh id, and when it was rotated (ms) */
   p: string | null
@@ -125,7 +125,7 @@ export interface StoredSession {
   jkt: string | null
 }
 
-const b64 = (v: unknown): string | null => v instanceof Uint8Array ? Buffer.from(v).toString('base64url') : typeof v === 'string' ? Buffer.from(v, 'latin1').toString('base64url') : null
+const str = (v: unknown): string | null => v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : typeof v === 'string' ? v : null
 
 /** Every session of a user as stored (undefined when the user has no key), keyed by session id. Any client that can GET (a Cluster too). */
 export async function readSessions (client: Pick<Redis, 'getBuffer'>, prefix: string, userId: string): Promise<Record<string, StoredSession> | undefined> {
@@ -137,8 +137,8 @@ export async function readSessions (client: Pick<Redis, 'getBuffer'>, prefix: st
     const st = r[4] as number
     const text = (v: unknown): string => Buffer.from(v as Uint8Array).toString('utf8')
     out[sid] = {
-      h: b64(r[0])!,
-      p: r[1] === false ? null : b64(r[1]),
+      h: str(r[0])!,
+      p: r[1] === false ? null : str(r[1]),
       pt: r[2] === false ? null : st + (r[2] as number),
       re: st + (r[3] as number),
       st,

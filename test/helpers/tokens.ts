@@ -41,5 +41,5 @@ export function refreshParts (token: string): RefreshParts {
   return { userId: Buffer.from(p[1], 'base64url').toString('utf8'), sessionId: p[2], refreshId: p[3], parentHash: p[4] === '-' ? null : p[4], expiresAt: parseInt(p[5], 36) }
 }
 
-/** What the store keeps for a refresh token's id: the first 128 bits of its SHA-256, base64url. */
-export const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest().subarray(0, 16).toString('base64url')
+/** What the store keeps for a refresh token's id: the first 22 base64url characters of its SHA-256. */
+export const hashOf = (token: string): string => createHash('sha256').update(refreshParts(token).refreshId).digest('base64url').slice(0, 22)

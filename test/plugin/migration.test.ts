@@ -21,8 +21,6 @@ const SUCCESSOR_KEY = createHmac('sha256', Buffer.from(SECRET, 'utf8')).update('
 const newId = (): string => randomBytes(16).toString('base64url')
 /** 0.1's refresh hash: 22 base64url characters of the SHA-256 (132 bits). */
 const legacyHash = (refreshId: string): string => createHash('sha256').update(refreshId).digest('base64url').slice(0, 22)
-/** Today's refresh hash: the first 16 bytes of the SHA-256. */
-const hash16 = (refreshId: string): string => createHash('sha256').update(refreshId).digest().subarray(0, 16).toString('base64url')
 const successorOf = (sessionId: string, refreshId: string): string => createHmac('sha256', SUCCESSOR_KEY).update(`${sessionId}.${refreshId}`).digest('base64url').slice(0, 22)
 
 /** A 0.1 refresh token: tgr1.<b64url user>.<session>.<refresh id>.<expiry base36>.<mac>. */
@@ -120,7 +118,7 @@ t.test('GET /auth/sessions lists a 0.1 session, which then lives in the new key 
   t.same(await keysUnder(redis, prefix), [sessionsKey(prefix, 'u-alice')], 'the 0.1 keys are gone; the user\'s new key holds the session')
   const s = await readSession(redis, prefix, 'u-alice', legacy.sessionId)
   if (s === undefined) return t.fail('the session is in the new key')
-  t.equal(s.h, hash16(legacy.refreshId), 'h is the 0.1 hash, as 16 bytes')
+  t.equal(s.h, legacyHash(legacy.refreshId), 'h is the 0.1 hash, as it was')
   t.equal(s.p, null, 'no previous hash')
   t.match(s, { st: legacy.startedAt, lu: legacy.lastUsedAt, re: legacy.refreshExpiresAt, ip: '203.0.113.9', ua: UA, ro: ['user'], cl: { name: 'Alice' } }, 'every field moved over')
   t.ok(Math.abs(s.x - legacy.recordExpiresAt) < 1000, `the record expiry is the 0.1 record's (off by ${s.x - legacy.recordExpiresAt} ms)`)
@@ -136,13 +134,13 @@ t.test('a tgr1 refresh token rotates into a tgr2 one; inside the grace window it
   const next = r.json()
   t.equal(next.sessionId, legacy.sessionId, 'the same session')
   t.match(next.refreshToken, /^tgr2\./, 'a tgr2 refresh token')
-  t.equal(refreshParts(next.refreshToken).parentHash, hash16(legacy.refreshId), 'naming the tgr1 token as its parent')
+  t.equal(refreshParts(next.refreshToken).parentHash, legacyHash(legacy.refreshId), 'naming the tgr1 token as its parent')
   t.equal(refreshParts(next.refreshToken).refreshId, successorOf(legacy.sessionId, legacy.refreshId), 'its id is the successor 0.1 would have derived')
   const me = await app.inject({ url: '/me', headers: bearer(next.accessToken) })
   t.equal(me.statusCode, 200, me.body)
   t.same(me.json(), { userId: 'u-alice', sessionId: legacy.sessionId, roles: ['user'], claims: { name: 'Alice' } }, 'the new access token carries the 0.1 roles and claims')
   t.same(await keysUnder(redis, prefix), [sessionsKey(prefix, 'u-alice')], 'the 0.1 keys are gone')
-  t.match(await readSession(redis, prefix, 'u-alice', legacy.sessionId), { h: hash16(refreshParts(next.refreshToken).refreshId), p: hash16(legacy.refreshId) }, 'the session rotated')
+  t.match(await readSession(redis, prefix, 'u-alice', legacy.sessionId), { h: legacyHash(refreshParts(next.refreshToken).refreshId), p: legacyHash(legacy.refreshId) }, 'the session rotated')
 
   const again = await refresh(app, legacy.refreshToken)
   t.equal(again.statusCode, 200, again.body)
@@ -159,8 +157,8 @@ t.test('a session rotated under 0.1 keeps its grace window: the previous tgr1 to
   t.equal(r.statusCode, 200, `the previous token, 1 s after the 0.1 rotation: ${r.body}`)
   t.equal(refreshParts(r.json().refreshToken).refreshId, legacy.refreshId, 'answered with the current refresh id, as a grace refresh')
   const s = await readSession(redis, prefix, 'u-alice', legacy.sessionId)
-  t.equal(s?.h, hash16(legacy.refreshId), 'nothing rotated')
-  t.equal(s?.p, hash16(legacy.previousRefreshId!), 'the previous hash moved over')
+  t.equal(s?.h, legacyHash(legacy.refreshId), 'nothing rotated')
+  t.equal(s?.p, legacyHash(legacy.previousRefreshId!), 'the previous hash moved over')
   const current = await refresh(app, legacy.refreshToken)
   t.equal(current.statusCode, 200, `the current tgr1 token rotates: ${current.body}`)
 })

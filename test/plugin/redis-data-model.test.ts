@@ -75,7 +75,7 @@ t.test('login writes one key for the user: a MessagePack map of sessions, expiri
   t.same(Object.keys(raw), [pair.sessionId], 'the map holds the session, by its id')
   const rec = raw[pair.sessionId]
   t.equal(rec.length, 12, 'a record is an array of 12 values')
-  t.ok(rec[0] instanceof Uint8Array && rec[0].length === 16, 'h is 16 raw bytes')
+  t.ok(rec[0] instanceof Uint8Array && rec[0].length === 22 && Buffer.from(rec[0]).toString() === hashOf(pair.refreshToken), 'h is the 22-character hash of the refresh id')
   t.same([rec[1], rec[2], rec[11]], [false, false, false], 'no previous hash, no rotation time, no key binding after login')
 
   const s = await readSession(redis, prefix, 'u-alice', pair.sessionId)

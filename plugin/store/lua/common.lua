@@ -2,7 +2,7 @@
 --
 -- All sessions of one user live in ONE string key, KEYS[1] = '<prefix>:{<user>}:s': a MessagePack map
 -- { [sessionId] = record }, expiring natively with its latest session (PXAT). A record is an array:
---   [1] h   hash of the current refresh id (16 bytes)      [2] p   hash of the previous one, or false
+--   [1] h   hash of the current refresh id (22 characters)  [2] p   hash of the previous one, or false
 --   [3] pt  when it was rotated, ms after st, or false    [4] re  refresh expiry, ms after st
 --   [5] st  session start (ms since the epoch)            [6] lu  last used, ms after st
 --   [7] x   record expiry, ms after st (re + access TTL + clock tolerance)
@@ -15,34 +15,6 @@
 
 -- Numbers are formatted by hand: Redis would print large ones in exponent form.
 local function int (n) return string.format('%.0f', n) end
-
-local B64 = {}
-do
-  local chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-  for i = 1, 64 do B64[string.byte(chars, i)] = i - 1 end
-end
-
--- The first 16 bytes a base64url string encodes (the 0.1 layout kept refresh hashes as 22 characters).
-local function unb64 (s)
-  local out, acc, bits = {}, 0, 0
-  for i = 1, #s do
-    acc = acc * 64 + B64[string.byte(s, i)]
-    bits = bits + 6
-    if bits >= 8 then
-      bits = bits - 8
-      local byte = math.floor(acc / 2 ^ bits)
-      out[#out + 1] = string.char(byte)
-      acc = acc - byte * 2 ^ bits
-      if #out == 16 then break end
-    end
-  end
-  return table.concat(out)
-end
-
-local function hex (s)
-  if not s then return false end
-  return (string.gsub(s, '.', function (c) return string.format('%02x', string.byte(c)) end))
-end
 
 local function expires_at (r) return r[5] + r[7] end
 
@@ -63,7 +35,7 @@ local function from_legacy (key, now)
   local pttl = redis.call('PTTL', key)
   if not st or not f.h or pttl <= 0 then return nil end
   return {
-    unb64(f.h), f.p and unb64(f.p) or false, f.pt and (tonumber(f.pt) - st) or false,
+    f.h, f.p or false, f.pt and (tonumber(f.pt) - st) or false,
     tonumber(f.re) - st, st, (tonumber(f.lu) or st) - st, now + pttl - st,
     joined('ip') or '', joined('ua') or '', joined('ro') or '[]', joined('cl') or '{}', false
   }
@@ -105,12 +77,9 @@ local function load (now, legacy_prefix)
   return map
 end
 
--- A record as Node reads it: h and p in hex, times absolute.
+-- A record as Node reads it: times absolute (integer replies).
 local function out (sid, r)
-  return {
-    sid, hex(r[1]), hex(r[2]), r[3] and int(r[5] + r[3]) or false, int(r[5] + r[4]), int(r[5]),
-    int(r[5] + r[6]), int(r[5] + r[7]), r[8], r[9], r[10], r[11], r[12] or false
-  }
+  return { sid, r[1], r[2], r[3] and (r[5] + r[3]) or false, r[5] + r[4], r[5], r[5] + r[6], r[5] + r[7], r[8], r[9], r[10], r[11], r[12] or false }
 end
 
 -- Moves a session to its next refresh id: the presented one becomes the previous (for the grace window).
