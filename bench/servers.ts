@@ -57,11 +57,11 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
     rateLimit: { requests: { max: 1_000_000_000, window: '1m' }, failedLogins: { max: 1_000_000, window: '1m' } },
     logLevel: 'silent'
   }
-  // The gateways log at warn (nothing per request); one more at info writes its access log to /dev/null,
-  // as a production gateway writes its log to a pipe.
+  // The gateways log at warn (nothing per request); one more at info writes its access log to /dev/null
+  // the way buildGateway's default logger writes to stdout (one synchronous write per line).
   const hs = track(buildGateway({ ...common, logLevel: 'warn', tokens: { secret: SECRET, keyPrefix: 'bench-hs' } }))
   const infoGw = track(buildGateway({ ...common, logLevel: 'info', tokens: { secret: SECRET, keyPrefix: 'bench-info' } }, {
-    logger: { level: 'info', redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: '/dev/null', sync: false }) }
+    logger: { level: 'info', redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: '/dev/null', sync: true }) }
   }))
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   const ed = track(buildGateway({

@@ -1,6 +1,7 @@
 // buildGateway(config): the tokengate plugin + login provider + rate limits + upstream routes +
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
+import pino from 'pino'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
 import tokengate, { BadRequestError, RateLimitedError, durationMs, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
@@ -66,7 +67,9 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   const config: GatewayConfig = parseConfig(input, { baseDir: options.baseDir, env: options.env })
 
   const app = Fastify({
-    logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' } },
+    // Lines go to stdout with a synchronous write each: pino's default asynchronous writes hand every
+    // line to libuv's thread pool, which at proxy rates costs several times the line itself.
+    logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: 1, sync: true }) },
     trustProxy: config.trustProxy,
     // One access-log line per request is written where it is counted (metrics.ts), as a proxy does.
     ...quietLogs(),
