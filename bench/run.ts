@@ -1,7 +1,7 @@
 // npm run bench: the cost of tokengate in front of an API, measured side by side in one run.
 // Starts its own redis-server and a server process holding every variant; stops by itself.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto'
 import { cpus } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
@@ -86,6 +86,49 @@ interface Variant {
   url: string
   headers?: Record<string, string>
   refresh?: boolean
+  /** A DPoP-bound access token and the key to sign each request's proof with. */
+  dpop?: { token: string, signer: ProofSigner }
+}
+
+// ---------- DPoP proofs for the load generator (node:crypto, synchronous: one per request) ----------
+interface ProofSigner { sign: (htm: string, htu: string, accessToken?: string) => string }
+
+function proofSigner (alg: 'ES256' | 'EdDSA'): ProofSigner {
+  const { privateKey, publicKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519')
+  const jwk = publicKey.export({ format: 'jwk' })
+  const header = Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg, jwk })).toString('base64url')
+  return {
+    sign (htm, htu, accessToken) {
+      const claims: Record<string, unknown> = { htm, htu, iat: Math.floor(Date.now() / 1000), jti: randomBytes(12).toString('base64url') }
+      if (accessToken !== undefined) claims.ath = createHash('sha256').update(accessToken).digest('base64url')
+      const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
+      const sig = alg === 'ES256' ? sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }) : sign(null, Buffer.from(input), privateKey)
+      return `${input}.${sig.toString('base64url')}`
+    }
+  }
+}
+
+/** One proof's signature check (node:crypto verify on an imported key): the floor of any DPoP request. */
+function proofVerifyFloor (alg: 'ES256' | 'EdDSA'): number {
+  const signer = proofSigner(alg)
+  const proofs = Array.from({ length: 3000 }, () => signer.sign('GET', 'http://127.0.0.1/api/x'))
+  const [h] = proofs[0].split('.')
+  const key = createPublicKey({ key: JSON.parse(Buffer.from(h, 'base64url').toString()).jwk, format: 'jwk' })
+  const once = (p: string): boolean => {
+    const [a, b, s] = p.split('.')
+    return alg === 'ES256'
+      ? verify('sha256', Buffer.from(`${a}.${b}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'))
+      : verify(null, Buffer.from(`${a}.${b}`), key, Buffer.from(s, 'base64url'))
+  }
+  for (let i = 0; i < 300; i++) once(proofs[i])
+  const runs: number[] = []
+  for (let rep = 0; rep < 5; rep++) {
+    const c0 = process.cpuUsage()
+    for (let i = 0; i < proofs.length; i++) once(proofs[i])
+    const c = process.cpuUsage(c0)
+    runs.push((c.user + c.system) / proofs.length)
+  }
+  return round(median(runs), 1)
 }
 
 interface Sample { rps: number, p50: number, p99: number, cpuPerReq: number, total: number, errors: number }
@@ -93,6 +136,11 @@ interface Sample { rps: number, p50: number, p99: number, cpuPerReq: number, tot
 async function batch (s: Servers, v: Variant, pool: string[], seconds: number): Promise<Sample> {
   const before = await s.cpu()
   const opts: autocannon.Options = { url: v.url, connections: CONNECTIONS, duration: seconds, headers: v.headers }
+  if (v.dpop !== undefined) {
+    const { token, signer } = v.dpop
+    const htu = v.url
+    opts.requests = [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, authorization: `DPoP ${token}`, dpop: signer.sign('GET', htu, token) } }) }]
+  }
   if (v.refresh === true) {
     opts.requests = [{
       method: 'POST',
@@ -278,6 +326,15 @@ async function main (): Promise<void> {
   const servers = await startServers(redis.url)
   const { ports, tokens } = servers.info
   const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` })
+  // A DPoP-bound session on the DPoP gateway: logged in with a proof by the load generator's key.
+  const dpopSigner = proofSigner('ES256')
+  const dpopLogin = await fetch(`http://127.0.0.1:${ports.dpop}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', dpop: dpopSigner.sign('POST', `http://127.0.0.1:${ports.dpop}/auth/login`) },
+    body: JSON.stringify({ username: 'bench', password: 'bench' })
+  })
+  const dpopPair = await dpopLogin.json() as { accessToken: string, tokenType: string }
+  if (dpopPair.tokenType !== 'DPoP') throw new Error(`bench: the DPoP login gave ${JSON.stringify(dpopPair)}`)
   const variants: Variant[] = [
     { key: 'upstream', name: '1. upstream alone (bare Fastify route)', url: `http://127.0.0.1:${ports.upstream}/api/x` },
     { key: 'proxy', name: '2. @fastify/http-proxy, no auth (reference)', url: `http://127.0.0.1:${ports.proxy}/api/x` },
@@ -285,6 +342,7 @@ async function main (): Promise<void> {
     { key: 'gateway', name: '3. gateway, authenticated route, HS256 (logLevel warn)', url: `http://127.0.0.1:${ports.gateway}/api/x`, headers: bearer(tokens.hs256) },
     { key: 'info', name: '   the same at logLevel info (one access-log line per request)', url: `http://127.0.0.1:${ports.info}/api/x`, headers: bearer(tokens.info) },
     { key: 'eddsa', name: '4. gateway, authenticated route, EdDSA', url: `http://127.0.0.1:${ports.eddsa}/api/x`, headers: bearer(tokens.eddsa) },
+    { key: 'dpop', name: '   gateway, DPoP-bound token + an ES256 proof per request (replay: memory)', url: `http://127.0.0.1:${ports.dpop}/api/x`, dpop: { token: dpopPair.accessToken, signer: dpopSigner } },
     { key: 'naive', name: '5. naive: @fastify/jwt + Redis EXISTS + proxy', url: `http://127.0.0.1:${ports.naive}/api/x`, headers: bearer(tokens.naive) },
     { key: 'refresh', name: '6. POST /auth/refresh (rotation, Redis)', url: `http://127.0.0.1:${ports.gateway}/auth/refresh`, refresh: true },
     { key: 'floor', name: '7. floor: bare Fastify route, one EVALSHA', url: `http://127.0.0.1:${ports.floor}/rotate`, refresh: true }
@@ -307,19 +365,22 @@ async function main (): Promise<void> {
     }
     process.stderr.write(`bench: round ${r + 1}/${ROUNDS} done\n`)
   }
-  // The headline "auth adds": many short, alternating pairs of the same gateway's public and
-  // authenticated routes (order swapped each pair), CPU per request differenced within each pair.
-  const pub = variants.find(v => v.key === 'public')
-  const authd = variants.find(v => v.key === 'gateway')
-  if (pub !== undefined && authd !== undefined) {
+  // The headlines "auth adds" and "DPoP adds": many short, alternating pairs (order swapped each pair),
+  // CPU per request differenced within each pair: public vs authenticated route of one gateway, and a
+  // Bearer vs a DPoP-bound request.
+  const pairDeltas = async (base: Variant | undefined, other: Variant | undefined, out: number[]): Promise<void> => {
+    if (base === undefined || other === undefined) return
     for (let i = 0; i < PAIRS; i++) {
-      const [first, second] = i % 2 === 0 ? [pub, authd] : [authd, pub]
+      const [first, second] = i % 2 === 0 ? [base, other] : [other, base]
       const a = await batch(servers, first, [], 0.5)
       const b = await batch(servers, second, [], 0.5)
-      const [p, q] = first === pub ? [a, b] : [b, a]
-      authAdds.push(q.cpuPerReq - p.cpuPerReq)
+      const [p, q] = first === base ? [a, b] : [b, a]
+      out.push(q.cpuPerReq - p.cpuPerReq)
     }
   }
+  const dpopAdds: number[] = []
+  await pairDeltas(variants.find(v => v.key === 'public'), variants.find(v => v.key === 'gateway'), authAdds)
+  await pairDeltas(variants.find(v => v.key === 'gateway'), variants.find(v => v.key === 'dpop'), dpopAdds)
   await servers.stop()
   if (only !== undefined) {
     for (const v of variants) {
@@ -327,6 +388,7 @@ async function main (): Promise<void> {
       process.stdout.write(`${v.key.padEnd(10)} cpu µs/req ${round(trimmedMean(s.map(x => x.cpuPerReq)), 1)}  rps ${Math.round(median(s.map(x => x.rps)))}\n`)
     }
     if (authAdds.length > 0) process.stdout.write(`auth adds ${round(trimmedMean(authAdds), 1)} µs\n`)
+    if (dpopAdds.length > 0) process.stdout.write(`DPoP adds ${round(trimmedMean(dpopAdds), 1)} µs\n`)
     redis.stop()
     return
   }
@@ -334,6 +396,7 @@ async function main (): Promise<void> {
   process.stderr.write('bench: verify micro-benchmark\n')
   const verify = await verifyMicro()
   const compute = await refreshCompute()
+  const proofFloor = { es256: proofVerifyFloor('ES256'), eddsa: proofVerifyFloor('EdDSA') }
   process.stderr.write('bench: revocation propagation\n')
   const prop = await propagation(redis.url)
   process.stderr.write('bench: revocation to a WebSocket on another instance\n')
@@ -368,6 +431,9 @@ async function main (): Promise<void> {
       refreshVsFloorRps: round(by.refresh.rps / by.floor.rps, 2),
       refreshVsFloorCpu: round(by.refresh.cpuUs / by.floor.cpuUs, 2),
       refreshComputeUs: compute.us,
+      proofFloorUs: proofFloor,
+      dpopAddsUs: round(trimmedMean(dpopAdds), 1),
+      dpopAddsVsVerify: round(trimmedMean(dpopAdds) / proofFloor.es256, 2),
       infoVsWarnCpuUs: round(by.info.cpuUs - by.gateway.cpuUs, 1),
       infoVsProxyCpu: round(by.info.cpuUs / ref.cpuUs, 2),
       warnVsProxyCpu: round(by.gateway.cpuUs / ref.cpuUs, 2),
@@ -396,6 +462,8 @@ function render (r: any): string {
   lines.push(`| auth adds (authenticated − public route of one gateway, ${r.settings.pairs} alternating pairs), CPU per request | ${r.headline.authAddsCpuUs} µs | ≤ 10 µs |`)
   lines.push(`| \`tokengate.verify\` per call (revocation check included) | ${r.headline.verify.tokengateUs} µs | ≤ 1.5× fast-jwt cached |`)
   lines.push(`| fast-jwt HS256 verify, cached / uncached | ${r.headline.verify.fastJwtCachedUs} / ${r.headline.verify.fastJwtUncachedUs} µs | |`)
+  lines.push(`| one DPoP proof's signature check (node:crypto verify), ES256 / EdDSA | ${r.headline.proofFloorUs.es256} / ${r.headline.proofFloorUs.eddsa} µs | the floor |`)
+  lines.push(`| DPoP adds over a Bearer request (a proof per request, ES256; ${r.settings.pairs} alternating pairs), CPU per request | ${r.headline.dpopAddsUs} µs = ${r.headline.dpopAddsVsVerify}× the ES256 check | ≤ 1.3× |`)
   lines.push(`| a refresh's own work (MAC check, hashes, successor, new refresh token, JWT signature; in-memory store, no I/O), CPU per call | ${r.headline.refreshComputeUs} µs | |`)
   lines.push(`| ratio tokengate.verify / fast-jwt cached | ${r.headline.verify.ratio}× | ≤ 1.5× |`)
   lines.push(`| revocation visible on another instance, p50 / p99 (200 trials) | ${r.propagation.p50Ms} / ${r.propagation.p99Ms} ms | p99 ≤ 50 ms |`)

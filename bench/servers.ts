@@ -73,6 +73,9 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
   }))
   const hsPort = await listen(hs)
   const infoPort = await listen(infoGw)
+  // DPoP: the same gateway with DPoP on (replay memory per instance: no round trip per request).
+  const dpopGw = track(buildGateway({ ...common, logLevel: 'warn', tokens: { secret: SECRET, keyPrefix: 'bench-dpop', dpop: { replay: 'memory' } } }))
+  const dpopPort = await listen(dpopGw)
   const edPort = await listen(ed)
 
   // The floor of any server-side rotation: a bare Fastify route that reads a JSON body and runs one
@@ -114,7 +117,7 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
   const refresh: string[] = []
   for (let i = 0; i < refreshPool; i++) refresh.push((await hs.tokengate.issue({ sub: `bench-${i}`, roles: ['user'] })).refreshToken)
   const info: ServerInfo = {
-    ports: { upstream: upstreamPort, proxy: proxyPort, gateway: hsPort, info: infoPort, eddsa: edPort, naive: naivePort, floor: floorPort },
+    ports: { upstream: upstreamPort, proxy: proxyPort, gateway: hsPort, info: infoPort, eddsa: edPort, naive: naivePort, floor: floorPort, dpop: dpopPort },
     tokens: {
       hs256: (await login(hs)).accessToken,
       info: (await login(infoGw)).accessToken,

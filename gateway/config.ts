@@ -5,7 +5,7 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
-import { KeySchema, OptionsSchema } from '../plugin/index.js'
+import { KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
 import { checkRedisConfig } from './redis.js'
 
 const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
@@ -73,6 +73,12 @@ export const ConfigSchema = Type.Object({
     requests: Limit(100, '1m')
   }, { additionalProperties: false, default: {} }),
   trustProxy: Type.Boolean({ default: false }),
+  // OAuth 2.0 endpoints under /auth (token, revoke, introspect) and the metadata: the plugin's routes.oauth.
+  oauth: Type.Optional(OAuthSchema),
+  // Browsers on these origins may call the gateway (CORS, with credentials).
+  cors: Type.Optional(Type.Object({
+    origins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { minItems: 1 })
+  }, { additionalProperties: false })),
   // GET /metrics: on the public port (default), on a listener of its own ({ listen }), or off (false).
   metrics: Type.Union([
     Type.Literal(false),

@@ -1,14 +1,18 @@
 // buildGateway(config): the tokengate plugin + login provider + rate limits + upstream routes +
 // health, readiness, metrics and JWKS, as one Fastify instance.
 import { createPublicKey, randomUUID } from 'node:crypto'
+import cors from '@fastify/cors'
+import swagger from '@fastify/swagger'
+import { Type } from '@sinclair/typebox'
 import pino from 'pino'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
-import tokengate, { BadRequestError, RateLimitedError, durationMs, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
+import tokengate, { BadRequestError, RateLimitedError, corsHeaders, durationMs, openapiSecuritySchemes, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
 import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
 import { createMetrics, instrument, serveMetrics } from './metrics.js'
 import { createRedis } from './redis.js'
+import { version as packageVersion } from './version.js'
 import { socketRegistry } from './sockets.js'
 import { registerUpstream } from './upstreams.js'
 
@@ -26,6 +30,8 @@ export interface BuildOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
 const AUTH_PREFIX = '/auth'
+/** The routes the per-IP limit counts: logins and every kind of refresh. */
+const LIMITED = new Set([`${AUTH_PREFIX}/login`, `${AUTH_PREFIX}/refresh`, `${AUTH_PREFIX}/token`])
 
 /** Everything pino must never print. */
 export const REDACT = [
@@ -81,6 +87,26 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     }
   })
 
+  // CORS first: a preflight is answered before any auth hook, and every answer (a 401 too) carries the
+  // CORS headers a browser needs to read it.
+  if (config.cors !== undefined) {
+    app.register(cors, {
+      origin: config.cors.origins,
+      credentials: true,
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: corsHeaders.allowedHeaders,
+      exposedHeaders: corsHeaders.exposedHeaders,
+      maxAge: 600
+    })
+  }
+  // The OpenAPI document (GET /openapi.json): registered before the routes it describes.
+  app.register(swagger, {
+    openapi: {
+      info: { title: 'tokengate gateway', version: packageVersion() },
+      components: { securitySchemes: openapiSecuritySchemes }
+    }
+  })
+
   const metrics = createMetrics()
   const { recorder } = instrument(app, metrics)
   serveMetrics(app, metrics, config.metrics)
@@ -99,8 +125,6 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     done()
   })
 
-  // Every error body has a code: an error without one (the proxy's 400 for a path that escapes its
-  // prefix) is a TOKENGATE_BAD_REQUEST; Fastify's default handler then answers and logs it.
   // Every error body has a code: an error without one (the proxy's 400 for a path that escapes its
   // prefix) is a TOKENGATE_BAD_REQUEST. Fastify's own error log lines are off (see quietLogs): a 5xx is
   // logged here, with its stack; a 4xx is in the access log only.
@@ -141,7 +165,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     done(wait > 0 ? rateLimited(wait) : undefined)
   }
   app.addHook('onRoute', (route) => {
-    if (route.url === `${AUTH_PREFIX}/login` || route.url === `${AUTH_PREFIX}/refresh`) prependOnRequest(route, limitPerIp)
+    if (LIMITED.has(route.url ?? '')) prependOnRequest(route, limitPerIp)
   })
 
   const tokenOptions = {
@@ -149,6 +173,11 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     ...(redis !== undefined ? { redis } : {}),
     routes: {
       prefix: AUTH_PREFIX,
+      // With a users file the login body is known: { username, password } (400 otherwise, before scrypt runs).
+      ...(config.login.usersFile !== undefined
+        ? { loginBody: Type.Object({ username: Type.String({ minLength: 1, maxLength: 256 }), password: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: true }) }
+        : {}),
+      ...(config.oauth !== undefined ? { oauth: config.oauth } : {}),
       verifyCredentials: async (body: unknown, request: FastifyRequest) => {
         const b = body as { username?: unknown, email?: unknown }
         const who = typeof b.username === 'string' ? b.username : typeof b.email === 'string' ? b.email : ''
@@ -167,14 +196,23 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   }
   app.register(tokengate, tokenOptions as TokengateOptions)
 
-  app.get('/healthz', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
-  app.get('/readyz', { logLevel: 'warn' }, async (_request, reply) => {
-    const ok = redis === undefined || await app.tokengate.store.ping()
-    reply.code(ok ? 200 : 503)
-    return { status: ok ? 'ready' : 'unavailable', redis: redis === undefined ? 'none' : ok ? 'up' : 'down' }
+  // The gateway's own routes, in a scope registered after the OpenAPI plugin, so the document has them.
+  app.register(async (scope) => {
+    const Ready = Type.Object({ status: Type.String(), redis: Type.String() })
+    scope.get('/healthz', { logLevel: 'warn', schema: { summary: 'The process is alive', tags: ['ops'], response: { 200: Type.Object({ status: Type.String() }) } } }, async () => ({ status: 'ok' }))
+    scope.get('/readyz', {
+      logLevel: 'warn',
+      schema: { summary: 'Ready to serve: 503 while Redis is unreachable', tags: ['ops'], response: { 200: Ready, 503: Ready } }
+    }, async (_request, reply) => {
+      const ok = redis === undefined || await app.tokengate.store.ping()
+      reply.code(ok ? 200 : 503)
+      return { status: ok ? 'ready' : 'unavailable', redis: redis === undefined ? 'none' : ok ? 'up' : 'down' }
+    })
+    scope.get('/openapi.json', { logLevel: 'warn', schema: { hide: true } }, async () => app.swagger())
   })
 
-  if (config.tokens.keys !== undefined) {
+  // (With oauth on, the plugin serves the JWKS its metadata names.)
+  if (config.tokens.keys !== undefined && (config.oauth === undefined || config.oauth === false)) {
     const jwks = {
       keys: config.tokens.keys.map(k => ({
         ...createPublicKey(k.publicKey!).export({ format: 'jwk' }),

@@ -55,7 +55,7 @@ export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpH
     if (name.startsWith('x-user-') || name === 'x-session-id' || name === 'x-request-id') continue
     if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
     if (!route.forwardToken) {
-      if (name === 'authorization' || name === 'x-refresh-token' || name === 'x-csrf-token') continue
+      if (name === 'authorization' || name === 'x-refresh-token' || name === 'x-csrf-token' || name === 'dpop') continue
       if (name === 'cookie') {
         const c = withoutTokenCookies(String(headers.cookie))
         if (c !== undefined) out.cookie = c
@@ -69,6 +69,7 @@ export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpH
     out['x-user-id'] = auth.userId
     out['x-user-roles'] = auth.roles.join(',')
     out['x-session-id'] = auth.sessionId
+    if (auth.jkt !== undefined) out['x-user-jkt'] = auth.jkt
   }
   out['x-request-id'] = request.id
   return out

@@ -6,10 +6,18 @@ import type { AuthInfo } from './sessions.js'
 
 /** Where the auth error of a request is kept for the guards to answer with. */
 export const kAuthError = Symbol('tokengate.authError')
+/** Whether the request presented its access token with the DPoP scheme. */
+export const kDpopScheme = Symbol('tokengate.dpopScheme')
+/** On the instance, when DPoP is on: the algorithms a DPoP challenge names. */
+export const kDpopAlgs = Symbol('tokengate.dpopAlgs')
 
 declare module 'fastify' {
   interface FastifyRequest {
     [kAuthError]: Error | null
+    [kDpopScheme]: boolean
+  }
+  interface FastifyInstance {
+    [kDpopAlgs]: string | null
   }
 }
 
@@ -21,11 +29,22 @@ export interface RouteAuthConfig {
 /** A route's policy, checked: authenticated only, or authenticated with one of `roles`. */
 export type Policy = true | RouteAuthConfig
 
-/** Sets WWW-Authenticate (RFC 6750 §3) on a 401. */
+/**
+ * Sets WWW-Authenticate on a 401: Bearer (RFC 6750 §3), and with DPoP on the DPoP challenge as RFC 9449 §7.1
+ * words it (its error for a proof, a nonce, or a token presented with the DPoP scheme).
+ */
 export function challenge (reply: FastifyReply, err: { statusCode?: number, code?: string }): void {
-  if (err.statusCode === 401) {
-    reply.header('www-authenticate', INVALID_TOKEN_CODES.has(err.code ?? '') ? 'Bearer error="invalid_token"' : 'Bearer')
+  if (err.statusCode !== 401) return
+  const algs = reply.server[kDpopAlgs]
+  const invalid = INVALID_TOKEN_CODES.has(err.code ?? '')
+  if (algs === null || algs === undefined) {
+    reply.header('www-authenticate', invalid ? 'Bearer error="invalid_token"' : 'Bearer')
+    return
   }
+  if (err.code === 'TOKENGATE_DPOP_INVALID') reply.header('www-authenticate', `DPoP error="invalid_dpop_proof", algs="${algs}"`)
+  else if (err.code === 'TOKENGATE_DPOP_NONCE') reply.header('www-authenticate', `DPoP error="use_dpop_nonce", algs="${algs}"`)
+  else if (reply.request[kDpopScheme]) reply.header('www-authenticate', `DPoP ${invalid ? 'error="invalid_token", ' : ''}algs="${algs}"`)
+  else reply.header('www-authenticate', `${invalid ? 'Bearer error="invalid_token"' : 'Bearer'}, DPoP algs="${algs}"`)
 }
 
 /** What is wrong with a roles list, or undefined when it is an array of at least one non-empty string. */

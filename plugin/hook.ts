@@ -1,8 +1,9 @@
 // The refresh hook (origin steps 3–4): one onRequest hook does all the auth work of a request. It never
 // answers by itself: it sets request.auth, or keeps the error for the guards to answer with.
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
-import { CsrfError } from './errors.js'
-import { kAuthError } from './guards.js'
+import type { Dpop, Proof } from './dpop.js'
+import { CsrfError, DpopInvalidError } from './errors.js'
+import { kAuthError, kDpopScheme } from './guards.js'
 import type { ResolvedOptions } from './options.js'
 import type { AuthInfo, Sessions } from './sessions.js'
 import { kByCookie, requestMeta, type Transport } from './transport.js'
@@ -17,7 +18,7 @@ declare module 'fastify' {
 /** Per-route marks set by tokengate's own routes: the hook leaves refresh tokens to them. */
 export type RouteMark = 'login' | 'refresh'
 
-export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport: Transport) {
+export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport: Transport, dpop?: Dpop) {
   const renewExpired = opts.renewExpiredRefresh
 
   function fail (request: FastifyRequest, err: Error, done: HookHandlerDoneFunction): void {
@@ -25,9 +26,11 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
     done()
   }
 
-  async function refreshFor (request: FastifyRequest, reply: FastifyReply, refreshToken: string): Promise<void> {
+  async function refreshFor (request: FastifyRequest, reply: FastifyReply, refreshToken: string, proof: Proof | null): Promise<void> {
+    // With dpop.required, the hook refreshes only with a proof, as POST /refresh does.
+    if (proof === null && dpop?.settings.required === true) { request[kAuthError] = new DpopInvalidError('a DPoP proof is required'); return }
     try {
-      const { pair, auth } = await sessions.refreshToAuth(refreshToken, requestMeta(request))
+      const { pair, auth } = await sessions.refreshToAuth(refreshToken, requestMeta(request), proof?.jkt)
       request.auth = auth
       transport.send(request, reply, {
         accessToken: pair.accessToken,
@@ -40,11 +43,12 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
   }
 
   async function renewFor (request: FastifyRequest, reply: FastifyReply, auth: AuthInfo, refreshToken: string): Promise<void> {
+    // (A bound token got here only with a proof by its key: that key renews its session.)
     // Not one of ours, or another session's: the valid access token still authenticates the request.
     const parts = sessions.tokens.parseRefresh(refreshToken)
     if (parts === null || parts.sessionId !== auth.sessionId || parts.userId !== auth.userId) return
     try {
-      const renewed = await sessions.renew(parts)
+      const renewed = await sessions.renew(parts, auth.jkt)
       // By cookie, the access cookie is set again too, so both live as long as the new refresh token.
       if (renewed !== null) transport.send(request, reply, { accessToken: request[kByCookie] ? auth.token : undefined, refreshToken: renewed.refreshToken }, renewed.refreshExpiresIn)
     } catch (err) {
@@ -65,21 +69,49 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
   }
 
   /** After the access check: proceed, refresh (origin step 4.1) or keep the error. */
-  function decide (request: FastifyRequest, reply: FastifyReply, checked: AuthInfo | Error, refresh: string | undefined, mark: RouteMark | undefined, done: HookHandlerDoneFunction): void {
-    if (!(checked instanceof Error)) { authenticated(request, reply, checked, refresh, mark, done); return }
+  function decide (request: FastifyRequest, reply: FastifyReply, checked: AuthInfo | Error, refresh: string | undefined, mark: RouteMark | undefined, proof: Proof | null, done: HookHandlerDoneFunction): void {
+    if (!(checked instanceof Error)) {
+      // A bound token counts only with the DPoP scheme and a proof by its key (a downgrade to Bearer is refused);
+      // the DPoP scheme counts only with a bound token. tokengate's own login and refresh routes check proofs themselves.
+      if (mark === undefined && dpop !== undefined) {
+        const scheme = request[kDpopScheme]
+        if (checked.jkt !== undefined && (!scheme || proof === null || proof.jkt !== checked.jkt)) {
+          fail(request, new DpopInvalidError(scheme ? 'the proof is not by the key the access token is bound to' : 'a DPoP-bound access token must be sent with the DPoP scheme and a proof'), done)
+          return
+        }
+        if (checked.jkt === undefined && scheme) { fail(request, new DpopInvalidError('the access token is not DPoP-bound'), done); return }
+      }
+      authenticated(request, reply, checked, refresh, mark, done)
+      return
+    }
     if ((checked as { code?: string }).code === 'TOKENGATE_TOKEN_EXPIRED' && refresh !== undefined && mark === undefined) {
-      refreshFor(request, reply, refresh).then(() => done(), done)
+      refreshFor(request, reply, refresh, proof).then(() => done(), done)
       return
     }
     fail(request, checked, done)
+  }
+
+  /** The access and refresh tokens, once the request's DPoP proof (if any) has been checked. */
+  function proceed (request: FastifyRequest, reply: FastifyReply, access: string | undefined, refresh: string | undefined, mark: RouteMark | undefined, proof: Proof | null, done: HookHandlerDoneFunction): void {
+    if (access === undefined) {
+      // tokengate's own login/refresh routes handle the refresh token themselves.
+      if (mark !== undefined) { done(); return }
+      // A missing access token is handled as an expired one (browsers drop cookies on their own schedule).
+      refreshFor(request, reply, refresh!, proof).then(() => done(), done)
+      return
+    }
+    const checked = sessions.authorize(access)
+    if (checked instanceof Promise) checked.then(c => decide(request, reply, c, refresh, mark, proof, done), done)
+    else decide(request, reply, checked, refresh, mark, proof, done)
   }
 
   // Only tokengate's own routes carry a mark, and they live under the prefix: the (allocating)
   // request.routeOptions getter is read for those alone.
   const markedPrefix = opts.routes?.prefix
   return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    const { access, refresh, byCookie } = transport.read(request)
+    const { access, refresh, byCookie, dpop: dpopScheme } = transport.read(request)
     if (access === undefined && refresh === undefined) { done(); return }
+    if (dpopScheme) request[kDpopScheme] = true
 
     const mark = markedPrefix !== undefined && request.url.startsWith(markedPrefix) ? request.routeOptions.config?.tokengate : undefined
     if (byCookie) {
@@ -88,15 +120,14 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
       if (mark !== 'login' && !transport.csrfOk(request)) { fail(request, new CsrfError(), done); return }
     }
 
-    if (access === undefined) {
-      // tokengate's own login/refresh routes handle the refresh token themselves.
-      if (mark !== undefined) { done(); return }
-      // A missing access token is handled as an expired one (browsers drop cookies on their own schedule).
-      refreshFor(request, reply, refresh!).then(() => done(), done)
+    // The request's DPoP proof, checked once (with ath when it presents an access token by the DPoP scheme).
+    if (dpop !== undefined && mark === undefined && (dpopScheme || request.headers.dpop !== undefined)) {
+      dpop.check(request, reply, dpopScheme ? access : undefined).then(
+        proof => proceed(request, reply, access, refresh, mark, proof, done),
+        err => fail(request, err as Error, done)
+      )
       return
     }
-    const checked = sessions.authorize(access)
-    if (checked instanceof Promise) checked.then(c => decide(request, reply, c, refresh, mark, done), done)
-    else decide(request, reply, checked, refresh, mark, done)
+    proceed(request, reply, access, refresh, mark, null, done)
   }
 }

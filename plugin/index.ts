@@ -3,10 +3,12 @@
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
-import { authenticate, checkPolicy, closedRoute, kAuthError, routePolicy, type RouteAuthConfig } from './guards.js'
+import { Dpop } from './dpop.js'
+import { authenticate, checkPolicy, closedRoute, kAuthError, kDpopAlgs, kDpopScheme, routePolicy, type RouteAuthConfig } from './guards.js'
 import { buildHook } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
+import { registerOAuth } from './oauth.js'
 import { registerRoutes } from './routes.js'
 import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
@@ -74,11 +76,15 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   }
 
   const tokens = await Tokens.create(app, opts)
+  const dpop = opts.dpop === undefined
+    ? undefined
+    : new Dpop({ ...opts.dpop, clockToleranceMs: opts.clockToleranceMs }, tokens.secretMaterial, async (id, ttl) => await sessions.claimProof(id, ttl))
   const revocations = new Revocations(store, opts.accessTtlMs + opts.clockToleranceMs, app.log)
   await revocations.start()
   const sessions = new Sessions(opts, tokens, store, revocations, app.log, !ownsStore)
   app.addHook('onClose', async () => {
     revocations.close()
+    dpop?.close()
     if (ownsStore) await store.close()
   })
 
@@ -88,6 +94,8 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorateRequest('auth', null)
   app.decorateRequest(kAuthError, null)
   app.decorateRequest(kByCookie, false)
+  app.decorateRequest(kDpopScheme, false)
+  app.decorate(kDpopAlgs, dpop?.algs ?? null)
 
   const api: TokengateApi = {
     issue: async (user, meta) => await sessions.issue(user, meta),
@@ -125,16 +133,34 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     if (badPolicies.length > 0) throw new Error(`tokengate: invalid auth policy: ${badPolicies.join('; ')}`)
   })
 
-  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport))
+  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
 
-  if (opts.routes !== undefined) registerRoutes(app, { ...opts, routes: opts.routes }, sessions, tokenTransport)
+  if (opts.routes !== undefined) {
+    registerRoutes(app, { ...opts, routes: opts.routes }, sessions, tokenTransport, dpop)
+    const oauth = opts.routes.oauth
+    if (oauth !== undefined && oauth !== false) {
+      registerOAuth(app, { ...opts, routes: opts.routes }, sessions, oauth === true ? {} : oauth, dpop)
+      // With asymmetric keys the metadata names a JWKS, served here (the gateway serves its own otherwise).
+      const jwks = tokens.jwks
+      if (jwks !== undefined) {
+        app.get('/.well-known/jwks.json', { schema: { summary: 'The public keys access tokens are signed with (RFC 7517)', tags: ['oauth'] } }, async (_request, reply) => {
+          reply.header('cache-control', 'public, max-age=300')
+          return jwks
+        })
+      }
+    }
+  }
 }
 
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
 export { authOf, requireRoles, type RouteAuthConfig } from './guards.js'
-export { KeySchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
+export { corsHeaders } from './transport.js'
+export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'
+export type { OAuthOptions } from './oauth.js'
+export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'
+export { KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'
 export { ownClientOptions as redisClientOptions } from './store/redis.js'

@@ -1,8 +1,10 @@
 // The plugin's options: one TypeBox schema, defaults in one place, durations resolved to milliseconds.
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
+import type { DpopAlgorithm } from './dpop.js'
+import type { OAuthOptions } from './oauth.js'
 import type { SessionStore } from './store/index.js'
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
@@ -23,6 +25,17 @@ export const KeySchema = Type.Object({
 }, { additionalProperties: false })
 export type KeyConfig = Static<typeof KeySchema>
 
+/** routes.oauth and the gateway's top-level `oauth`: true, or { introspectionClients }. */
+export const OAuthSchema = Type.Union([
+  Type.Boolean(),
+  Type.Object({
+    introspectionClients: Type.Optional(Type.Array(Type.Object({
+      id: Type.String({ minLength: 1 }),
+      secret: Type.String({ minLength: 16 })
+    }, { additionalProperties: false })))
+  }, { additionalProperties: false })
+])
+
 /** The data options (functions and client instances are checked by hand in resolveOptions). */
 export const OptionsSchema = Type.Object({
   secret: Type.Optional(Type.String()),
@@ -42,13 +55,25 @@ export const OptionsSchema = Type.Object({
   maxSessionAge: Type.Union(DurationSchema.anyOf, { default: '30d' }),
   storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
   maxSessionsPerUser: Type.Optional(Type.Integer({ minimum: 1 })),
+  // DPoP (RFC 9449): sender-constrained tokens; absent = off.
+  dpop: Type.Optional(Type.Object({
+    required: Type.Boolean({ default: false }),
+    algorithms: Type.Array(Type.Union(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'RS256'].map(a => Type.Literal(a))), { default: ['ES256', 'EdDSA'], minItems: 1, uniqueItems: true }),
+    proofMaxAge: Type.Union(DurationSchema.anyOf, { default: '60s' }),
+    nonce: Type.Boolean({ default: false }),
+    replay: Type.Union([Type.Literal('store'), Type.Literal('memory')], { default: 'store' })
+  }, { additionalProperties: false })),
   cookie: Type.Object({
     domain: Type.Optional(Type.String({ minLength: 1 })),
     secure: Type.Boolean({ default: true })
   }, { default: {}, additionalProperties: false }),
   routes: Type.Optional(Type.Object({
     prefix: Type.String({ default: '/auth', pattern: '^(/[^/]+)*$' }),
-    verifyCredentials: Type.Optional(Type.Unknown())
+    verifyCredentials: Type.Optional(Type.Unknown()),
+    // The JSON Schema of POST /login's body (validation and OpenAPI); default: any JSON object.
+    loginBody: Type.Optional(Type.Object({ type: Type.Literal('object') }, { additionalProperties: true })),
+    // OAuth 2.0 endpoints (token, revoke, introspect, metadata): true, or with introspection clients.
+    oauth: Type.Optional(OAuthSchema)
   }, { additionalProperties: false })),
   refreshClaims: Type.Optional(Type.Unknown()),
   onIssue: Type.Optional(Type.Unknown()),
@@ -69,7 +94,7 @@ export interface RequestMeta {
 }
 
 export interface AuditMeta extends RequestMeta {
-  /** Why a session was revoked: 'logout', 'logout-all', 'delete', 'reuse', 'limit' or 'api'. */
+  /** Why a session was revoked: 'logout', 'logout-all', 'delete', 'reuse', 'limit', 'revoke' (RFC 7009) or 'api'. */
   reason?: string
 }
 
@@ -82,13 +107,28 @@ export type RefreshClaims = (userId: string, sessionId: string) =>
 
 type DataOptions = Static<typeof OptionsSchema>
 
-export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'cookie'>> {
+export interface DpopOptions {
+  /** Refuse logins, refreshes and access without a proof (default false: unbound clients work as before). */
+  required?: boolean
+  /** Proof algorithms accepted (default ['ES256', 'EdDSA']). */
+  algorithms?: DpopAlgorithm[]
+  /** How old a proof's `iat` may be (default '60s'). */
+  proofMaxAge?: string | number
+  /** Demand a server nonce (`DPoP-Nonce`) in every proof (default false). */
+  nonce?: boolean
+  /** Where proof `jti`s are remembered: 'store' (shared by every instance; default) or 'memory'. */
+  replay?: 'store' | 'memory'
+}
+
+export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'cookie' | 'dpop'>> {
   /** A redis:// URL, or an ioredis Redis or Cluster instance (you keep ownership of an instance). */
   redis?: string | import('ioredis').Redis | import('ioredis').Cluster
   /** A custom SessionStore. */
   store?: SessionStore
   cookie?: { domain?: string, secure?: boolean }
-  routes?: { prefix?: string, verifyCredentials?: VerifyCredentials }
+  /** DPoP (RFC 9449): `{}` turns it on with the defaults. */
+  dpop?: DpopOptions
+  routes?: { prefix?: string, verifyCredentials?: VerifyCredentials, oauth?: boolean | OAuthOptions, loginBody?: Record<string, unknown> }
   refreshClaims?: RefreshClaims
   onIssue?: AuditHook
   onRefresh?: AuditHook
@@ -114,8 +154,9 @@ export interface ResolvedOptions {
   maxSessionAgeMs: number
   storeTimeoutMs: number
   maxSessionsPerUser?: number
+  dpop?: { required: boolean, algorithms: DpopAlgorithm[], proofMaxAgeMs: number, nonce: boolean, replay: 'store' | 'memory' }
   cookie: { domain?: string, secure: boolean }
-  routes?: { prefix: string, verifyCredentials?: VerifyCredentials }
+  routes?: { prefix: string, verifyCredentials?: VerifyCredentials, oauth?: boolean | OAuthOptions, loginBody?: TSchema }
   refreshClaims?: RefreshClaims
   onIssue?: AuditHook
   onRefresh?: AuditHook
@@ -131,6 +172,12 @@ export function durationMs (value: Duration, name: string): number {
   const m = DURATION_RE.exec(value)
   if (m === null) throw new OptionError(name, `must be a duration such as '10s', '10m', '1h', '1d' or a number of seconds, got ${JSON.stringify(value)}`)
   return Math.round(Number(m[1]) * UNIT_MS[m[2]])
+}
+
+function dpopOptions (d: NonNullable<DataOptions['dpop']>): NonNullable<ResolvedOptions['dpop']> {
+  const proofMaxAgeMs = durationMs(d.proofMaxAge, 'dpop.proofMaxAge')
+  if (proofMaxAgeMs < 1000) throw new OptionError('dpop.proofMaxAge', 'must be at least 1s (proof times are whole seconds)')
+  return { required: d.required, algorithms: d.algorithms as DpopAlgorithm[], proofMaxAgeMs, nonce: d.nonce, replay: d.replay }
 }
 
 export class OptionError extends Error {
@@ -194,7 +241,9 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
   if (typeof o.redis === 'string' && !/^rediss?:\/\//.test(o.redis)) throw new OptionError('redis', 'must be a redis:// or rediss:// URL')
   if (o.store !== undefined) {
     const s = o.store as unknown as Record<string, unknown>
-    for (const m of ['create', 'rotate', 'renew', 'revoke', 'revokeAll', 'list', 'markRevoked', 'loadRevoked', 'isRevoked', 'subscribe', 'ping', 'close']) {
+    const needed = ['create', 'rotate', 'renew', 'revoke', 'revokeAll', 'list', 'markRevoked', 'loadRevoked', 'isRevoked', 'subscribe', 'ping', 'close']
+    if (o.dpop !== undefined && o.dpop.replay !== 'memory') needed.push('claimProof')
+    for (const m of needed) {
       if (typeof s?.[m] !== 'function') throw new OptionError('store', `must implement SessionStore (missing ${m}())`)
     }
   }
@@ -228,6 +277,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     maxSessionAgeMs,
     storeTimeoutMs: o.storeTimeoutMs,
     maxSessionsPerUser: o.maxSessionsPerUser,
+    dpop: o.dpop === undefined ? undefined : dpopOptions(o.dpop),
     cookie: o.cookie as ResolvedOptions['cookie'],
     routes: o.routes as ResolvedOptions['routes'],
     refreshClaims: o.refreshClaims,

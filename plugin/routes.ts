@@ -1,7 +1,8 @@
 // /login /refresh /logout /logout-all /sessions under routes.prefix, with TypeBox schemas.
-import { Type } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { BadCredentialsError, BadRequestError, CsrfError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
+import type { Dpop, Proof } from './dpop.js'
+import { BadCredentialsError, BadRequestError, CsrfError, DpopInvalidError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
 import { authenticate, challenge, kAuthError } from './guards.js'
 import type { RouteMark } from './hook.js'
 import type { ResolvedOptions, UserInfo, VerifyCredentials } from './options.js'
@@ -9,10 +10,40 @@ import type { Sessions, TokenPair } from './sessions.js'
 import { newId } from './tokens.js'
 import { kByCookie, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, type Transport } from './transport.js'
 
+/** Fastify's error shape, as every failure of these routes is answered. */
+export const ErrorSchema = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String({ description: 'TOKENGATE_* or FST_* (see the README\'s error codes)' }),
+  error: Type.String(),
+  message: Type.String()
+}, { description: 'Fastify\'s error shape' })
+
+/** OpenAPI security schemes the routes name: spread into @fastify/swagger's components.securitySchemes. */
+export const openapiSecuritySchemes = {
+  bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'An access token (RFC 9068 at+jwt), with x-refresh-token for the refresh hook' },
+  dpop: { type: 'http', scheme: 'dpop', description: 'A DPoP-bound access token with a DPoP proof header (RFC 9449)' },
+  basic: { type: 'http', scheme: 'basic', description: 'An introspection client (routes.oauth.introspectionClients)' }
+} as const
+
+const authenticated: Array<Record<string, string[]>> = [{ bearer: [] }, { dpop: [] }]
+const err = (description: string): ReturnType<typeof Type.Object> => Type.Object(ErrorSchema.properties, { description })
+/** The failures every authenticated route can answer. */
+const AUTH_FAILURES = {
+  401: err('No valid access token (TOKENGATE_TOKEN_*), or one the refresh hook could not mend (TOKENGATE_REFRESH_*), or a DPoP failure (TOKENGATE_DPOP_*)'),
+  403: err('TOKENGATE_CSRF: a cookie-authenticated unsafe request without a matching x-csrf-token'),
+  503: err('TOKENGATE_STORE_UNAVAILABLE')
+}
+
+/** The login body when the app says nothing: any JSON object, as verifyCredentials reads it. */
+export const DEFAULT_LOGIN_BODY = Type.Object({
+  username: Type.Optional(Type.String()),
+  password: Type.Optional(Type.String())
+}, { additionalProperties: true, description: 'The credentials, as verifyCredentials reads them (any JSON object, at most 16 KB, 32 levels deep)' })
+
 export const TokenPairSchema = Type.Object({
   accessToken: Type.String(),
   refreshToken: Type.String(),
-  tokenType: Type.Literal('Bearer'),
+  tokenType: Type.Union([Type.Literal('Bearer'), Type.Literal('DPoP')]),
   expiresIn: Type.Integer(),
   refreshExpiresIn: Type.Integer(),
   sessionId: Type.String()
@@ -54,9 +85,10 @@ export function deeperThan (value: unknown, limit: number): boolean {
 
 export function registerRoutes (
   app: FastifyInstance,
-  opts: ResolvedOptions & { routes: { prefix: string, verifyCredentials?: VerifyCredentials } },
+  opts: ResolvedOptions & { routes: { prefix: string, verifyCredentials?: VerifyCredentials, loginBody?: TSchema } },
   sessions: Sessions,
-  transport: Transport
+  transport: Transport,
+  dpop?: Dpop
 ): void {
   const prefix = opts.routes.prefix
   const verifyCredentials = opts.routes.verifyCredentials
@@ -72,6 +104,14 @@ export function registerRoutes (
       }
     }
 
+  /** The DPoP proof of a login or refresh (no access token: no ath); with dpop.required, one is needed. */
+  async function proofOf (request: FastifyRequest, reply: FastifyReply): Promise<Proof | null> {
+    if (dpop === undefined) return null
+    const proof = await dpop.check(request, reply)
+    if (proof === null && dpop.settings.required) throw new DpopInvalidError('a DPoP proof is required')
+    return proof
+  }
+
   function sendPair (request: FastifyRequest, reply: FastifyReply, pair: TokenPair, csrf: string | undefined): TokenPair {
     reply.header('cache-control', 'no-store')
     if (opts.transport.cookie && (csrf !== undefined || request[kByCookie])) transport.setCookies(request, reply, pair, pair.refreshExpiresIn, csrf)
@@ -82,14 +122,28 @@ export function registerRoutes (
     app.post(`${prefix}/login`, {
       config: mark('login'),
       bodyLimit: BODY_LIMIT,
-      schema: { body: Type.Object({}, { additionalProperties: true }), response: { 200: TokenPairSchema } },
+      schema: {
+        summary: 'Log in: a session, and its first token pair (a DPoP proof binds the session to its key)',
+        tags: ['auth'],
+        body: opts.routes.loginBody ?? DEFAULT_LOGIN_BODY,
+        response: {
+          200: TokenPairSchema,
+          400: err('A body that is not a JSON object (FST_ERR_VALIDATION), malformed JSON (FST_ERR_CTP_*), or nested deeper than 32 levels (TOKENGATE_BAD_REQUEST)'),
+          401: err('TOKENGATE_BAD_CREDENTIALS, or a DPoP failure (TOKENGATE_DPOP_INVALID, TOKENGATE_DPOP_NONCE)'),
+          413: err('FST_ERR_CTP_BODY_TOO_LARGE: over 16 KB'),
+          429: err('TOKENGATE_RATE_LIMITED (the gateway\'s limits), with Retry-After'),
+          503: err('TOKENGATE_STORE_UNAVAILABLE')
+        }
+      },
       preValidation: (request, _reply, done) => {
         done(deeperThan(request.body, MAX_BODY_DEPTH) ? new BadRequestError(`the body is nested deeper than ${MAX_BODY_DEPTH} levels`) : undefined)
       }
     }, challenged(async (request, reply) => {
+      // The proof first: a login with an invalid proof is refused, never silently left unbound.
+      const proof = await proofOf(request, reply)
       const user = await sessions.userCallback('verifyCredentials', () => verifyCredentials(request.body, request))
       if (user === null || user === undefined) throw new BadCredentialsError()
-      const pair = await sessions.issue(user as UserInfo, requestMeta(request))
+      const pair = await sessions.issue(user as UserInfo, requestMeta(request), proof?.jkt)
       return sendPair(request, reply, pair, opts.transport.cookie ? newId() : undefined)
     }))
   }
@@ -97,7 +151,20 @@ export function registerRoutes (
   app.post(`${prefix}/refresh`, {
     config: mark('refresh'),
     bodyLimit: BODY_LIMIT,
-    schema: { body: RefreshBody, response: { 200: TokenPairSchema } }
+    schema: {
+      summary: 'Refresh: a new pair for a refresh token (rotated), from the body, x-refresh-token or the tg_refresh cookie',
+      tags: ['auth'],
+      body: RefreshBody,
+      response: {
+        200: TokenPairSchema,
+        400: err('FST_ERR_VALIDATION'),
+        401: err('TOKENGATE_REFRESH_INVALID, _REFRESH_EXPIRED or _REFRESH_REUSED (the session is then revoked), or a DPoP failure'),
+        403: err('TOKENGATE_CSRF (cookie transport)'),
+        413: err('FST_ERR_CTP_BODY_TOO_LARGE: over 16 KB'),
+        429: err('TOKENGATE_RATE_LIMITED (the gateway\'s limits), with Retry-After'),
+        503: err('TOKENGATE_STORE_UNAVAILABLE')
+      }
+    }
   }, challenged(async (request, reply) => {
     const kept = request[kAuthError]
     if (kept instanceof CsrfError) throw kept
@@ -107,17 +174,25 @@ export function registerRoutes (
       (typeof header === 'string' && header !== '' ? header : undefined) ??
       (opts.transport.cookie ? request.cookies?.[REFRESH_COOKIE] : undefined)
     if (token === undefined || token === '') throw new RefreshInvalidError()
-    const pair = await sessions.refresh(token, requestMeta(request))
+    const pair = await sessions.refresh(token, requestMeta(request), (await proofOf(request, reply))?.jkt)
     return sendPair(request, reply, pair, undefined)
   }))
 
-  app.post(`${prefix}/logout`, { onRequest: authenticate }, challenged(async (request, reply) => {
+  const noContent = (description: string): ReturnType<typeof Type.Null> => Type.Null({ description })
+
+  app.post(`${prefix}/logout`, {
+    onRequest: authenticate,
+    schema: { summary: 'Log out: this session is revoked (its access tokens die at once, on every instance)', tags: ['auth'], security: authenticated, response: { 204: noContent('Logged out'), ...AUTH_FAILURES } }
+  }, challenged(async (request, reply) => {
     await sessions.logout(request.auth!, { ...requestMeta(request), reason: 'logout' })
     if (opts.transport.cookie) transport.clear(reply)
     return await reply.code(204).send()
   }))
 
-  app.post(`${prefix}/logout-all`, { onRequest: authenticate }, challenged(async (request, reply) => {
+  app.post(`${prefix}/logout-all`, {
+    onRequest: authenticate,
+    schema: { summary: 'Log out everywhere: every session of the user is revoked', tags: ['auth'], security: authenticated, response: { 204: noContent('Every session revoked'), ...AUTH_FAILURES } }
+  }, challenged(async (request, reply) => {
     await sessions.revokeAll(request.auth!.userId, { ...requestMeta(request), reason: 'logout-all' })
     if (opts.transport.cookie) transport.clear(reply)
     return await reply.code(204).send()
@@ -125,14 +200,20 @@ export function registerRoutes (
 
   app.get(`${prefix}/sessions`, {
     onRequest: authenticate,
-    schema: { response: { 200: Type.Array(SessionInfoSchema) } }
+    schema: { summary: 'The user\'s live sessions, newest first (current: true on this one)', tags: ['auth'], security: authenticated, response: { 200: Type.Array(SessionInfoSchema), 401: AUTH_FAILURES[401], 503: AUTH_FAILURES[503] } }
   }, challenged(async (request) => {
     return await sessions.listSessions(request.auth!.userId, request.auth!.sessionId)
   }))
 
   app.delete(`${prefix}/sessions/:id`, {
     onRequest: authenticate,
-    schema: { params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }) }
+    schema: {
+      summary: 'Revoke one session of the user',
+      tags: ['auth'],
+      security: authenticated,
+      params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }),
+      response: { 204: noContent('Revoked'), 400: err('FST_ERR_VALIDATION'), 404: err('TOKENGATE_SESSION_NOT_FOUND'), ...AUTH_FAILURES }
+    }
   }, challenged(async (request, reply) => {
     const { id } = request.params as { id: string }
     const auth = request.auth!

@@ -2,7 +2,7 @@
 // grace, reuse), renew (origin step 4.2), verify, revoke, list.
 import type { FastifyBaseLogger } from 'fastify'
 import {
-  isTokengateError, RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
+  DpopInvalidError, isTokengateError, RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
   TokenInvalidError, TokenMissingError, TokenRevokedError
 } from './errors.js'
 import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
@@ -13,7 +13,8 @@ import { hashRefreshId, newId, RESERVED_CLAIMS, type AccessPayload, type Refresh
 export interface TokenPair {
   accessToken: string
   refreshToken: string
-  tokenType: 'Bearer'
+  /** 'DPoP' when the session is bound to a DPoP key (use `Authorization: DPoP <token>` with a proof). */
+  tokenType: 'Bearer' | 'DPoP'
   /** Seconds until the access token expires. */
   expiresIn: number
   /** Seconds until the refresh token expires. */
@@ -31,6 +32,8 @@ export interface AuthInfo {
   claims: Readonly<TokengateClaims>
   /** The access token this request was authenticated with (a fresh one after a refresh). */
   token: string
+  /** The DPoP key thumbprint (cnf.jkt) a bound token is confirmed by; absent on Bearer tokens. */
+  jkt?: string
 }
 
 export interface SessionInfo {
@@ -107,19 +110,20 @@ export class Sessions {
     }
   }
 
-  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
-    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, now)
+  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'jkt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, now, record.jkt)
     return {
       accessToken: access.token,
       refreshToken,
-      tokenType: 'Bearer',
+      tokenType: record.jkt === undefined ? 'Bearer' : 'DPoP',
       expiresIn: access.expiresIn,
       refreshExpiresIn: Math.max(0, Math.round((refreshExpiresAt - now) / 1000)),
       sessionId
     }
   }
 
-  async issue (user: UserInfo, meta: RequestMeta = {}): Promise<TokenPair> {
+  /** Starts a session; `jkt` binds it to the DPoP key a proof of the login request showed. */
+  async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair> {
     if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
       throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
     }
@@ -141,7 +145,8 @@ export class Sessions {
       ip: meta.ip,
       userAgent: meta.userAgent?.slice(0, MAX_USER_AGENT),
       roles,
-      claims
+      claims,
+      ...(jkt !== undefined ? { jkt } : {})
     }, this.times(now), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
@@ -150,7 +155,7 @@ export class Sessions {
       await this.publish(evicted, user.sub)
       for (const id of evicted) await this.audit(this.opts.onRevoke, 'onRevoke', user.sub, id, { ...meta, reason: 'limit' })
     }
-    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now }, refreshToken, refreshExpiresAt, now)
+    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now, jkt }, refreshToken, refreshExpiresAt, now)
   }
 
   /** Checks a refresh token without the store: format, MAC and expiry. */
@@ -161,7 +166,8 @@ export class Sessions {
     return parts
   }
 
-  async refresh (refreshToken: string, meta: RequestMeta = {}): Promise<TokenPair> {
+  /** A refresh; `jkt` is the DPoP key the request proved (a bound session needs it; an unbound one gets bound). */
+  async refresh (refreshToken: string, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair> {
     const now = Date.now()
     const parts = this.checkRefresh(refreshToken, now)
     // Revoked here (by this instance or the feed): refused without asking the store, which may have lost the
@@ -183,9 +189,11 @@ export class Sessions {
       rotate,
       graceMs: this.opts.reuseGraceMs,
       roles: fresh?.roles,
-      claims: fresh?.claims === undefined ? undefined : ownClaims(fresh.claims)
+      claims: fresh?.claims === undefined ? undefined : ownClaims(fresh.claims),
+      jkt
     }))
     if (r.status === 'missing') throw new RefreshInvalidError()
+    if (r.status === 'key') throw new DpopInvalidError(jkt === undefined ? 'the session is bound to a DPoP key: a proof is required' : 'the session is bound to another DPoP key')
     if (r.status === 'reused') {
       const auditMeta = { ...meta, reason: 'reuse' }
       await this.audit(this.opts.onReuseDetected, 'onReuseDetected', parts.userId, parts.sessionId, auditMeta)
@@ -209,7 +217,7 @@ export class Sessions {
    * Origin step 4.2: the access token is valid but the refresh token expired: a new refresh token for the
    * same session, unless revoked, not the current refresh id, or past createdAt + maxSessionAge.
    */
-  async renew (parts: RefreshParts & { keyIndex: number }): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {
+  async renew (parts: RefreshParts & { keyIndex: number }, jkt?: string): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {
     const now = Date.now()
     const successorId = this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex)
     const presentedHash = hashRefreshId(parts.refreshId)
@@ -220,7 +228,8 @@ export class Sessions {
       presentedHash,
       successorHash: hashRefreshId(successorId),
       parentHash: parts.parentHash,
-      graceMs: this.opts.reuseGraceMs
+      graceMs: this.opts.reuseGraceMs,
+      jkt
     }))
     if (r.status !== 'ok') return null
     if (r.ahead === true) this.caughtUp(parts)
@@ -228,6 +237,11 @@ export class Sessions {
       refreshToken: this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, parentHash: presentedHash, expiresAt: r.record.refreshExpiresAt }),
       refreshExpiresIn: Math.max(0, Math.round((r.record.refreshExpiresAt - now) / 1000))
     }
+  }
+
+  /** DPoP replay memory in the store (a store failure is a 503, or a store passed in keeps its error). */
+  async claimProof (id: string, ttlMs: number): Promise<boolean> {
+    return await this.stored('DPoP replay check', async () => await this.store.claimProof(id, ttlMs))
   }
 
   /** A token one rotation ahead of its record was accepted: the store had lost a rotation (a failover). */
@@ -244,7 +258,8 @@ export class Sessions {
       sessionId: payload.sid,
       roles: Object.freeze(Array.isArray(payload.roles) ? [...payload.roles] : []),
       claims: Object.freeze(claims),
-      token
+      token,
+      ...(typeof payload.cnf?.jkt === 'string' ? { jkt: payload.cnf.jkt } : {})
     })
   }
 
@@ -292,8 +307,8 @@ export class Sessions {
   }
 
   /** A refresh for the hook: the new pair, and the request's identity from its fresh access token. */
-  async refreshToAuth (refreshToken: string, meta: RequestMeta): Promise<{ pair: TokenPair, auth: AuthInfo }> {
-    const pair = await this.refresh(refreshToken, meta)
+  async refreshToAuth (refreshToken: string, meta: RequestMeta, jkt?: string): Promise<{ pair: TokenPair, auth: AuthInfo }> {
+    const pair = await this.refresh(refreshToken, meta, jkt)
     return { pair, auth: await this.verify(pair.accessToken) }
   }
 
@@ -321,6 +336,11 @@ export class Sessions {
 
   private async publish (sessionIds: string[], userId?: string): Promise<void> {
     await this.stored('revocation publish', async () => await this.revocations.publish(sessionIds, userId))
+  }
+
+  /** One live session's record, or undefined. */
+  async record (userId: string, sessionId: string): Promise<SessionRecord | undefined> {
+    return (await this.stored('list', async () => await this.store.list(userId, Date.now()))).find(r => r.sessionId === sessionId)
   }
 
   async listSessions (userId: string, currentSessionId?: string): Promise<SessionInfo[]> {

@@ -1,6 +1,6 @@
 // Access tokens (JWT, RFC 9068 `at+jwt`, signed and verified by @fastify/jwt / fast-jwt) and refresh
 // tokens (opaque, MAC'd with a key derived for that purpose only, so neither is accepted as the other).
-import crypto, { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import crypto, { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { ResolvedOptions, UserInfo } from './options.js'
@@ -20,6 +20,8 @@ export interface AccessPayload {
   roles: string[]
   iss?: string
   aud?: string | string[]
+  /** The DPoP key a bound token is confirmed by (RFC 9449 §6). */
+  cnf?: { jkt?: string }
   [claim: string]: unknown
 }
 
@@ -126,7 +128,34 @@ export class Tokens {
     return new Tokens(opts, apis.get(keys[0].kid)!, apis, refreshKeys)
   }
 
-  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, authTimeMs: number, now: number): { token: string, expiresIn: number } {
+  /** The public keys as a JWK Set, when tokens are signed with asymmetric keys. */
+  get jwks (): { keys: Array<Record<string, unknown>> } | undefined {
+    const keys = this.opts.keys
+    if (keys === undefined) return undefined
+    return { keys: keys.map(k => ({ ...createPublicKey(k.publicKey).export({ format: 'jwk' }), kid: k.kid, alg: k.algorithm, use: 'sig' })) }
+  }
+
+  /**
+   * The payload of an access token signed by one of our keys, expired or not (revocation and introspection);
+   * null for anything else. fast-jwt checks the signature (and typ, required claims) before the expiry.
+   */
+  inspectAccess (token: string): AccessPayload | null {
+    const r = this.verifyAccess(token)
+    if (r.ok) return r.payload
+    if (!r.expired) return null
+    try {
+      return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as AccessPayload
+    } catch {
+      return null
+    }
+  }
+
+  /** Key material for other uses derived from the signing key (DPoP nonces). */
+  get secretMaterial (): Buffer {
+    return this.refreshKeys[0].successor
+  }
+
+  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
     const iat = Math.floor(now / 1000)
     // No token of a session outlives its start + maxSessionAge.
     const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((authTimeMs + this.opts.maxSessionAgeMs) / 1000))
@@ -139,6 +168,7 @@ export class Tokens {
     payload.exp = expSec
     payload.auth_time = Math.floor(authTimeMs / 1000)
     payload.roles = user.roles
+    if (jkt !== undefined) payload.cnf = { jkt }
     return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat) }
   }
 

@@ -13,6 +13,15 @@ export const CSRF_HEADER = 'x-csrf-token'
 export const REFRESH_HEADER = 'x-refresh-token'
 export const ACCESS_HEADER = 'x-access-token'
 
+/**
+ * For @fastify/cors: what a browser client on another origin must be allowed to send (tokens, the CSRF
+ * header, DPoP proofs) and to read (the refresh hook's new tokens, DPoP nonces, challenges, request ids).
+ */
+export const corsHeaders = Object.freeze({
+  allowedHeaders: ['authorization', 'content-type', REFRESH_HEADER, CSRF_HEADER, 'dpop', 'x-request-id'],
+  exposedHeaders: [ACCESS_HEADER, REFRESH_HEADER, 'x-request-id', 'dpop-nonce', 'www-authenticate', 'retry-after']
+})
+
 /** Whether the request's tokens came by cookie (answers then go by cookie). */
 export const kByCookie = Symbol('tokengate.byCookie')
 
@@ -28,6 +37,8 @@ export interface PresentedTokens {
   access?: string
   refresh?: string
   byCookie: boolean
+  /** The access token came as `Authorization: DPoP <token>` (only read when DPoP is on). */
+  dpop: boolean
 }
 
 export interface Transport {
@@ -56,6 +67,7 @@ export function requestMeta (request: FastifyRequest): { ip: string, userAgent?:
 
 export function transport (app: FastifyInstance, opts: ResolvedOptions): Transport {
   const useCookies = opts.transport.cookie
+  const dpopScheme = opts.dpop !== undefined
   const base = { path: '/', secure: opts.cookie.secure, sameSite: 'strict' as const, ...(opts.cookie.domain !== undefined ? { domain: opts.cookie.domain } : {}) }
 
   function cookieJar (request: FastifyRequest): Record<string, string | undefined> | undefined {
@@ -79,9 +91,15 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions): Transpo
       let access: string | undefined
       let refresh: string | undefined
       let byCookie = false
+      let dpop = false
       const authz = headers.authorization
-      if (typeof authz === 'string' && authz.length > 7 && (authz.startsWith('Bearer ') || authz.slice(0, 7).toLowerCase() === 'bearer ')) {
-        access = authz.slice(7).trim()
+      if (typeof authz === 'string' && authz.length > 7) {
+        if (authz.startsWith('Bearer ') || authz.slice(0, 7).toLowerCase() === 'bearer ') {
+          access = authz.slice(7).trim()
+        } else if (dpopScheme && authz.length > 5 && authz.slice(0, 5).toLowerCase() === 'dpop ') {
+          access = authz.slice(5).trim()
+          dpop = true
+        }
         if (access === '') access = undefined
       }
       const rh = headers[REFRESH_HEADER]
@@ -93,7 +111,7 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions): Transpo
           if (refresh === undefined && typeof jar[REFRESH_COOKIE] === 'string' && jar[REFRESH_COOKIE] !== '') { refresh = jar[REFRESH_COOKIE]; byCookie = true }
         }
       }
-      return { access, refresh, byCookie }
+      return { access, refresh, byCookie, dpop }
     },
 
     csrfOk (request) {

@@ -63,6 +63,11 @@ export interface RotateInput extends SessionTimes {
   /** New roles/claims from refreshClaims(), stored with the rotation. */
   roles?: string[]
   claims?: Record<string, unknown>
+  /**
+   * The DPoP key thumbprint the request proved, if any: a session bound to another key (or to a key the
+   * request did not prove) is 'key' and not rotated; an unbound session proved with a key is bound to it.
+   */
+  jkt?: string
 }
 
 export type RenewInput = Omit<RotateInput, 'rotate' | 'roles' | 'claims'>
@@ -74,6 +79,8 @@ export type RotateResult =
   | { status: 'missing' }
   /** A live session's refresh id that is neither current nor previous-in-grace: the session was deleted. */
   | { status: 'reused' }
+  /** The session is bound to a DPoP key the request did not prove: nothing changed. */
+  | { status: 'key' }
 
 export type RenewResult =
   | { status: 'ok', grace: boolean, ahead?: boolean, record: SessionRecord }
@@ -82,6 +89,7 @@ export type RenewResult =
   | { status: 'stale' }
   /** createdAt + maxSessionAge has passed. */
   | { status: 'capped' }
+  | { status: 'key' }
 
 export interface RevocationEntry {
   sessionId: string
@@ -117,6 +125,8 @@ export interface SessionStore {
   isRevoked: (sessionId: string, now: number) => Promise<boolean>
   /** Subscribes to revocations; resolves once subscribed. */
   subscribe: (handlers: RevocationFeedHandlers) => Promise<void>
+  /** DPoP replay memory: true the first time a proof id is claimed within `ttlMs`, shared by every instance. */
+  claimProof: (id: string, ttlMs: number) => Promise<boolean>
   /** Whether the store answers now (for readiness checks). */
   ping: () => Promise<boolean>
   close: () => Promise<void>

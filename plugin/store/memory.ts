@@ -14,6 +14,7 @@ const SWEEP_MS = 60_000
 export class MemoryStore implements SessionStore {
   private readonly users = new Map<string, Map<string, Entry>>()
   private readonly revoked = new Map<string, number>()
+  private readonly proofs = new Map<string, number>()
   private readonly listeners = new Set<RevocationFeedHandlers>()
   private readonly timer: NodeJS.Timeout
   private readonly clock: () => number
@@ -41,6 +42,7 @@ export class MemoryStore implements SessionStore {
       if (sessions.size === 0) this.users.delete(userId)
     }
     for (const [id, until] of this.revoked) if (until <= now) this.revoked.delete(id)
+    for (const [id, until] of this.proofs) if (until <= now) this.proofs.delete(id)
   }
 
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
@@ -86,20 +88,21 @@ export class MemoryStore implements SessionStore {
   async rotate (i: RotateInput): Promise<RotateResult> {
     const e = this.live(i.userId, i.sessionId, i.now)
     if (e === undefined) return { status: 'missing' }
-    let grace = false
-    let ahead = false
-    if (e.refreshHash === i.presentedHash) {
-      if (i.rotate) this.advance(e, i.presentedHash, i.successorHash, i)
-    } else if (i.rotate && this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) {
-      grace = true
-    } else if (i.rotate && i.parentHash !== undefined && e.refreshHash === i.parentHash) {
-      ahead = true
-      this.advance(e, i.presentedHash, i.successorHash, i)
-    } else {
+    let kind: 'current' | 'grace' | 'ahead'
+    if (e.refreshHash === i.presentedHash) kind = 'current'
+    else if (i.rotate && this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) kind = 'grace'
+    else if (i.rotate && i.parentHash !== undefined && e.refreshHash === i.parentHash) kind = 'ahead'
+    else {
+      // Reuse kills the session whatever key the request proves (as rotate.lua).
       this.users.get(i.userId)!.delete(i.sessionId)
       return { status: 'reused' }
     }
+    if (e.jkt !== undefined && e.jkt !== i.jkt) return { status: 'key' }
+    const grace = kind === 'grace'
+    const ahead = kind === 'ahead'
+    if (ahead || (kind === 'current' && i.rotate)) this.advance(e, i.presentedHash, i.successorHash, i)
     e.lastUsedAt = i.now
+    if (e.jkt === undefined && i.jkt !== undefined) e.jkt = i.jkt
     if (i.roles !== undefined) e.roles = [...i.roles]
     if (i.claims !== undefined) e.claims = structuredClone(i.claims)
     return { status: 'ok', grace, ...(ahead ? { ahead } : {}), record: snapshot(e) }
@@ -108,6 +111,7 @@ export class MemoryStore implements SessionStore {
   async renew (i: RenewInput): Promise<RenewResult> {
     const e = this.live(i.userId, i.sessionId, i.now)
     if (e === undefined) return { status: 'missing' }
+    if (e.jkt !== undefined && e.jkt !== i.jkt) return { status: 'key' }
     if (i.now >= e.createdAt + i.maxSessionAgeMs) return { status: 'capped' }
     let grace = false
     let ahead = false
@@ -168,6 +172,13 @@ export class MemoryStore implements SessionStore {
     const out: RevocationEntry[] = []
     for (const [sessionId, until] of this.revoked) if (until > now) out.push({ sessionId, until })
     return out
+  }
+
+  async claimProof (id: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock()
+    if ((this.proofs.get(id) ?? 0) > now) return false
+    this.proofs.set(id, now + ttlMs)
+    return true
   }
 
   async isRevoked (sessionId: string, now: number): Promise<boolean> {

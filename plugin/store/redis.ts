@@ -149,7 +149,7 @@ export class RedisStore implements SessionStore {
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
     return await this.bounded(this.scripts.tokengate2Create(
       ...this.head(s.userId, t.now), s.sessionId, s.refreshHash, s.refreshExpiresAt, t.extraMs,
-      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt
+      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt, s.jkt ?? ''
     )) as string[]
   }
 
@@ -157,20 +157,20 @@ export class RedisStore implements SessionStore {
     const r = await this.bounded(this.scripts.tokengate2Rotate(
       ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
-      i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims)
+      i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? ''
     )) as [string, number?, number?, Row?]
     // The script leaves the hashes out: the current one is the successor (or, not rotating, the presented one).
     if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.rotate ? i.successorHash : i.presentedHash) }
-    return { status: r[0] as 'missing' | 'reused' }
+    return { status: r[0] as 'missing' | 'reused' | 'key' }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
     const r = await this.bounded(this.scripts.tokengate2Renew(
       ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
-      i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs
+      i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.jkt ?? ''
     )) as [string, number?, number?, Row?]
     if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.successorHash) }
-    return { status: r[0] as 'missing' | 'stale' | 'capped' }
+    return { status: r[0] as 'missing' | 'stale' | 'capped' | 'key' }
   }
 
   async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
@@ -199,6 +199,10 @@ export class RedisStore implements SessionStore {
     const out: RevocationEntry[] = []
     for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: flat[i], until: Number(flat[i + 1]) })
     return out
+  }
+
+  async claimProof (id: string, ttlMs: number): Promise<boolean> {
+    return (await this.bounded(this.client.set(`${this.prefix}:dpop:${id}`, '1', 'PX', ttlMs, 'NX'))) === 'OK'
   }
 
   async isRevoked (sessionId: string, now: number): Promise<boolean> {

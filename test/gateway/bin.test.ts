@@ -129,7 +129,7 @@ const demoStart = hasCurl
   : undefined
 const [main, ttl, term] = await Promise.all([
   startGatewayBin(await writeConfig('main.json', prefixes.main), env),
-  startGatewayBin(await writeConfig('ttl.json', prefixes.ttl, { accessTokenTtl: '1s' }), env),
+  startGatewayBin(await writeConfig('ttl.json', prefixes.ttl, { accessTokenTtl: '3s' }), env),
   startGatewayBin(await writeConfig('term.json', prefixes.term), env)
 ])
 
@@ -262,10 +262,11 @@ t.test('/pub (public) with a token: 200 and no identity headers at all', async t
 })
 
 t.test('refresh hook through the proxy: expired access + x-refresh-token → 200 with new tokens', async t => {
+  // Access tokens of 3 s (whole seconds: each lives 2 to 3 s), so the refreshed one still works on a busy machine.
   const pair = await login(ttl.port, 'alice', 'pw')
   const fresh = await call(ttl.port, '/api/a', { headers: bearer(pair.accessToken) })
   t.equal(fresh.status, 200, 'the access token works while fresh')
-  await sleep(2100)
+  await sleep(4100)
 
   const before = upstream.seen.length
   const expired = await call(ttl.port, '/api/a', { headers: bearer(pair.accessToken) })

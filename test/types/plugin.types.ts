@@ -81,7 +81,7 @@ export async function userApp (): Promise<void> {
   expectType<Equal<ReturnType<typeof app.tokengate.issue>, Promise<TokenPair>>>(true)
   expectType<string>(pair.accessToken)
   expectType<string>(pair.refreshToken)
-  expectType<'Bearer'>(pair.tokenType)
+  expectType<'Bearer' | 'DPoP'>(pair.tokenType)
   expectType<number>(pair.expiresIn)
   expectType<number>(pair.refreshExpiresIn)
   expectType<string>(pair.sessionId)

@@ -1,8 +1,9 @@
 -- Rotation, the grace window, catching up with a lost rotation, and reuse detection, atomically.
 -- KEYS: user sessions, 0.1 index
 -- ARGV: legacy record prefix, now, sessionId, presentedHash, successorHash, parentHash ('' = unknown),
---       refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs, roles ('' = keep), claims ('' = keep)
--- Returns { 'ok', grace, ahead, record } | { 'missing' } | { 'reused' }
+--       refreshTtlMs, maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs, roles ('' = keep), claims ('' = keep),
+--       jkt (the DPoP key the request proved, '' = none)
+-- Returns { 'ok', grace, ahead, record } | { 'missing' } | { 'reused' } | { 'key' }
 local now = tonumber(ARGV[2])
 local map = load(now, ARGV[1])
 local sid = ARGV[3]
@@ -10,23 +11,35 @@ local r = map[sid]
 if r == nil then return { 'missing' } end
 local presented, successor, parent = ARGV[4], ARGV[5], ARGV[6]
 local rotate = ARGV[10] == '1'
-local grace, ahead = 0, 0
+local kind
 if r[1] == presented then
-  if rotate then advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])) end
+  kind = 'current'
 elseif rotate and r[2] == presented and now - (r[5] + r[3]) < tonumber(ARGV[11]) and r[1] == successor then
-  grace = 1
+  kind = 'grace'
 elseif rotate and parent ~= '' and r[1] == parent then
   -- The presented token is the successor of the current one: a rotation this record never saw (a failover
   -- lost it). Catch up, then rotate as usual; never reuse.
-  ahead = 1
-  advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+  kind = 'ahead'
 else
-  -- A live session's refresh id that is neither current nor previous-in-grace: reuse. Kill the session.
+  -- A live session's refresh id that is neither current nor previous-in-grace: reuse. Kill the session,
+  -- whatever key the request proves: a thief's proof must not save a session its victim's reuse gave away.
   map[sid] = nil
   save(map)
   return { 'reused' }
 end
+-- A session bound to a DPoP key refreshes only with a proof by that key; its refresh token alone does nothing.
+if r[12] and r[12] ~= ARGV[14] then return { 'key' } end
+local grace, ahead = 0, 0
+if kind == 'grace' then
+  grace = 1
+elseif kind == 'ahead' then
+  ahead = 1
+  advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+elseif rotate then
+  advance(r, presented, successor, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+end
 r[6] = now - r[5]
+if not r[12] and ARGV[14] ~= '' then r[12] = ARGV[14] end
 if ARGV[12] ~= '' then r[10] = ARGV[12] end
 if ARGV[13] ~= '' then r[11] = ARGV[13] end
 save(map)
