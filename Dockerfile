@@ -6,6 +6,7 @@ COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY plugin ./plugin
 COPY gateway ./gateway
+COPY client ./client
 # npm ci builds dist/ (the prepare script); then only the runtime dependencies stay.
 RUN npm ci && npm prune --omit=dev
 

@@ -1,7 +1,8 @@
 // `npm start`: the gateway from gateway.config.json in front of a small bundled demo upstream, with a
-// demo user, and the curl steps to try it. `--upstream-only [--port N] [--host H] [--name NAME]` runs just
+// demo user, the demo page at / (built on tokengate/client), and the curl steps to try it. `--upstream-only [--port N] [--host H] [--name NAME]` runs just
 // the demo upstream (docker-compose uses it for its example services).
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,6 +25,31 @@ export function demoUpstream (name: string): FastifyInstance {
     sawAuthorization: request.headers.authorization !== undefined
   }))
   return app
+}
+
+const PAGE_HEADERS = {
+  // The page loads its script, style and the client from this origin only, and is never framed.
+  'content-security-policy': "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache'
+}
+
+/**
+ * The demo page: GET / and its assets under /demo/, the client as it ships (dist/client/index.js). Same
+ * origin as the gateway's /auth and /api routes, so it needs no CORS.
+ */
+export function serveDemoPage (app: FastifyInstance): void {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const files: Record<string, [string, string]> = {
+    '/': ['text/html; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'index.html'), 'utf8')],
+    '/demo/app.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'app.js'), 'utf8')],
+    '/demo/demo.css': ['text/css; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'demo.css'), 'utf8')],
+    '/demo/client.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, '..', 'client', 'index.js'), 'utf8')]
+  }
+  for (const [url, [type, body]] of Object.entries(files)) {
+    app.get(url, { schema: { hide: true } }, async (_request, reply) => await reply.headers(PAGE_HEADERS).type(type).send(body))
+  }
 }
 
 function arg (args: string[], name: string, fallback: string): string {
@@ -49,11 +75,13 @@ async function main (args: string[]): Promise<void> {
   const upstream = demoUpstream('demo')
   await upstream.listen({ host: '127.0.0.1', port: Number(env.DEMO_UPSTREAM_PORT ?? 3001) })
   const configFile = path.join(ROOT, 'gateway.config.json')
-  const gateway = await startGateway(['--config', configFile], env)
+  const gateway = await startGateway(['--config', configFile], env, serveDemoPage)
   const address = gateway.server.address() as AddressInfo
   const base = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
   process.stdout.write(`
 tokengate gateway on ${base} (${env.REDIS_URL !== undefined && env.REDIS_URL !== '' ? 'sessions in Redis' : 'in-memory sessions'}), demo upstream on 127.0.0.1:${(upstream.server.address() as AddressInfo).port}
+
+  Open ${base}/ in a browser (log in as demo / demo-password), or try it with curl:
 
   # log in as the demo user and keep the two tokens
   PAIR=$(curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"username":"demo","password":"demo-password"}')

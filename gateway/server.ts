@@ -3,11 +3,12 @@
 // TOKENGATE_CONFIG, else gateway.config.json); `tokengate keygen [--eddsa [--kid K]]`;
 // `tokengate hash-password [password]`; `--version`, `--help`. Unknown flags are refused with the usage
 // (exit 64), config problems exit 78. SIGTERM/SIGINT: stop accepting, drain, close Redis, exit 0.
-import { readFileSync, realpathSync } from 'node:fs'
+import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { hashPasswordCommand, keygen } from './cli.js'
+import { version } from './version.js'
 // The gateway itself (Fastify, ioredis, the plugin) is imported when it starts: the other commands and a
 // refused command line answer without loading it.
 
@@ -38,30 +39,23 @@ function parse<O extends ParseArgsConfig['options']> (args: string[], options: O
   }
 }
 
-/** The package's version (package.json beside dist/ or the sources). */
-export function version (): string {
-  for (const rel of ['../../package.json', '../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string, version?: string }
-      if (pkg.name === 'tokengate' && typeof pkg.version === 'string') return pkg.version
-    } catch { /* try the next */ }
-  }
-  return 'unknown'
-}
-
 export function configPath (args: string[], env: NodeJS.ProcessEnv): string {
   const { values } = parse(args, { config: { type: 'string', short: 'c' } })
   if (values.config === '') throw new UsageError('--config needs a file name')
   return (values.config as string | undefined) ?? env.TOKENGATE_CONFIG ?? 'gateway.config.json'
 }
 
-/** Loads the config, builds the gateway and listens; REDIS_URL fills in redis.url when the config has none. */
-export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<FastifyInstance> {
+/**
+ * Loads the config, builds the gateway and listens; REDIS_URL fills in redis.url when the config has none.
+ * `setup` may add routes before it listens (the demo's page).
+ */
+export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env, setup?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
   const file = configPath(args, env)
   const [{ loadConfigFile }, { buildGateway }, { default: closeWithGrace }] = await Promise.all([import('./config.js'), import('./index.js'), import('close-with-grace')])
   const config = loadConfigFile(file, env)
   if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }
   const app = buildGateway(config, { baseDir: config.baseDir, env })
+  setup?.(app)
   await app.listen({ host: config.listen.host, port: config.listen.port })
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'gateway: stopping after an error')

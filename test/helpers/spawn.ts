@@ -52,7 +52,7 @@ export function removeTempDir (dir: string): void {
 /** The environment minus tokengate's own variables, plus `extra` (undefined deletes). */
 export function childEnv (extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const k of ['TOKENGATE_SECRET', 'TOKENGATE_CONFIG', 'REDIS_URL', 'PORT', 'DEMO_UPSTREAM_PORT', 'USERS_FILE']) delete env[k]
+  for (const k of ['TOKENGATE_SECRET', 'TOKENGATE_CONFIG', 'REDIS_URL', 'PORT', 'DEMO_UPSTREAM_PORT', 'ACCESS_TOKEN_TTL', 'USERS_FILE']) delete env[k]
   for (const k of Object.keys(env)) if (k.startsWith('TAP') || k.startsWith('NODE_OPTIONS')) delete env[k]
   for (const [k, v] of Object.entries(extra)) if (v === undefined) delete env[k]; else env[k] = v
   return env

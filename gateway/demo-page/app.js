@@ -1,0 +1,124 @@
+// The demo page's script. Everything it does with the session goes through tokengate/client, served by
+// the demo at /demo/client.js exactly as the package ships it (dist/client/index.js).
+import { createClient } from '/demo/client.js'
+
+const auth = createClient({ key: 'tokengate-demo' }) // baseUrl: this page's origin; tokens in localStorage
+const $ = (id) => document.getElementById(id)
+let lastExpiry = null
+let renewals = 0
+let sessionsAt = 0
+let loading = false
+
+function render () {
+  $('signed-out').hidden = auth.signedIn
+  $('signed-in').hidden = !auth.signedIn
+  $('session-id').textContent = auth.sessionId ?? ''
+  if (!auth.signedIn) {
+    $('sessions').replaceChildren()
+    $('result').textContent = ''
+    lastExpiry = null
+    renewals = 0
+    $('renewals').textContent = '0'
+  }
+}
+
+/** "Chrome on Linux" from a user agent, roughly; the full string is in the cell's title. */
+function device (ua) {
+  if (!ua) return 'unknown device'
+  const browser = /Edg\//.test(ua)
+    ? 'Edge'
+    : /Firefox\//.test(ua) ? 'Firefox' : /Chrom(e|ium)\//.test(ua) ? 'Chrome' : /Safari\//.test(ua) ? 'Safari' : ua.split(/[ /]/)[0]
+  const os = /Windows/.test(ua) ? 'Windows' : /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Mac OS X/.test(ua) ? 'macOS' : /Linux/.test(ua) ? 'Linux' : ''
+  return os ? `${browser} on ${os}` : browser
+}
+
+function ago (iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
+  if (s < 60) return `${s} s ago`
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`
+  return new Date(iso).toLocaleString()
+}
+
+function cell (text, title) {
+  const td = document.createElement('td')
+  td.textContent = text
+  if (title) td.title = title
+  return td
+}
+
+async function loadSessions () {
+  sessionsAt = Date.now()
+  let list
+  try {
+    list = await auth.sessions()
+  } catch {
+    return // a 401 no refresh could mend has signed the client out; onChange renders that
+  }
+  $('sessions').replaceChildren(...list.map((s) => {
+    const tr = document.createElement('tr')
+    tr.dataset.id = s.id
+    if (s.current) tr.className = 'current'
+    const name = cell(device(s.userAgent), s.userAgent ?? '')
+    if (s.current) name.insertAdjacentHTML('beforeend', '<span class="badge">this browser</span>')
+    const revoke = document.createElement('button')
+    revoke.type = 'button'
+    revoke.className = 'quiet revoke'
+    revoke.textContent = 'Revoke'
+    revoke.onclick = async () => {
+      revoke.disabled = true
+      try { await auth.revokeSession(s.id) } catch {}
+      if (auth.signedIn) await loadSessions()
+    }
+    const actions = document.createElement('td')
+    actions.append(revoke)
+    tr.append(name, cell(s.ip ?? '–'), cell(ago(s.lastUsedAt), s.lastUsedAt), cell(ago(s.createdAt), s.createdAt), actions)
+    return tr
+  }))
+}
+
+// The countdown. When the access token has run out (and every 5 s), the page lists the sessions: that request
+// carries the refresh token too, the gateway's refresh hook answers it with new tokens, and the countdown
+// starts again. The page never calls /auth/refresh.
+function tick () {
+  if (!auth.signedIn) return
+  const expiry = auth.accessExpiresAt
+  if (lastExpiry !== null && expiry !== null && expiry > lastExpiry) $('renewals').textContent = String(++renewals)
+  lastExpiry = expiry
+  const left = expiry === null ? null : Math.max(0, Math.ceil((expiry - Date.now()) / 1000))
+  $('countdown').textContent = left === null ? '–' : `${left} s`
+  if (!loading && (left === 0 || Date.now() - sessionsAt > 5000)) {
+    loading = true
+    loadSessions().finally(() => { loading = false })
+  }
+}
+
+$('login').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  $('login-error').hidden = true
+  try {
+    await auth.login({ username: form.get('username'), password: form.get('password') })
+  } catch (err) {
+    $('login-error').textContent = `${err.message}${err.code ? ` (${err.code})` : ''}`
+    $('login-error').hidden = false
+  }
+})
+
+$('call').addEventListener('click', async () => {
+  const res = await auth.fetch('/api/hello')
+  const text = await res.text()
+  let shown = text
+  try { shown = JSON.stringify(JSON.parse(text), null, 2) } catch {}
+  $('result').textContent = `${res.status} ${res.statusText}\n${shown}`
+})
+$('logout').addEventListener('click', () => { auth.logout().catch(() => {}) })
+$('logout-all').addEventListener('click', () => { auth.logoutAll().catch(() => {}) })
+
+auth.onChange((signedIn) => {
+  render()
+  if (signedIn) loadSessions()
+})
+render()
+if (auth.signedIn) loadSessions()
+setInterval(tick, 250)
+window.demoReady = true
