@@ -9,6 +9,7 @@ import { constants, createHash, createHmac, createPublicKey, timingSafeEqual, ve
 import { decodeJwt, decodeProtectedHeader, type JWK } from 'jose'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { DpopInvalidError, DpopNonceError } from './errors.js'
+import { sha256 } from './tokens.js'
 
 /** JWS algorithms a proof may use; 'EdDSA' admits Ed25519 proofs under either name (RFC 9864). */
 export type DpopAlgorithm = 'ES256' | 'ES384' | 'ES512' | 'EdDSA' | 'Ed25519' | 'PS256' | 'RS256'
@@ -57,7 +58,7 @@ export function thumbprint (jwk: Record<string, unknown>): string {
 }
 
 /** base64url(SHA-256(access token)): a proof's `ath`. */
-export const accessTokenHash = (token: string): string => createHash('sha256').update(token).digest('base64url')
+export const accessTokenHash = (token: string): string => sha256(token)
 
 const KEY_CACHE_MAX = 10_000
 const NONCE_LABEL = 'tokengate dpop nonce v1'

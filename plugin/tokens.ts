@@ -63,8 +63,8 @@ function random (n: number): Buffer {
 
 export const newId = (): string => random(ID_BYTES).toString('base64url')
 
-// crypto.hash (Node ≥ 20.12) hashes in one call, without a Hash object: about a third of the cost.
-const sha256 = typeof (crypto as { hash?: unknown }).hash === 'function'
+// SHA-256, base64url. crypto.hash (Node ≥ 20.12) hashes in one call, without a Hash object: about a third of the cost.
+export const sha256 = typeof (crypto as { hash?: unknown }).hash === 'function'
   ? (data: string): string => (crypto as unknown as { hash: (alg: string, data: string, enc: string) => string }).hash('sha256', data, 'base64url')
   : (data: string): string => createHash('sha256').update(data).digest('base64url')
 
