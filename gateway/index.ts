@@ -11,7 +11,7 @@ import { parseConfig, type GatewayConfig } from './config.js'
 import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
 import { createMetrics, instrument, serveMetrics } from './metrics.js'
-import { createRedis } from './redis.js'
+import { closeRedis, createRedis } from './redis.js'
 import { version as packageVersion } from './version.js'
 import { socketRegistry } from './sockets.js'
 import { registerUpstream } from './upstreams.js'
@@ -148,11 +148,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
 
   app.addHook('onClose', async () => {
     await provider.close()
-    if (redis !== undefined) {
-      // disconnect() after QUIT also ends ioredis's sentinel connections (its failover detector).
-      try { await redis.quit() } catch { /* disconnected below */ }
-      redis.disconnect()
-    }
+    if (redis !== undefined) await closeRedis(redis)
   })
 
   // Logins and refreshes per client IP (one counter for both): decided in this process (no round trip on a

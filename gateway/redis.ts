@@ -4,6 +4,7 @@
 // gateway (sessions, the revocation feed, rate limits) uses this client.
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { redisClientOptions } from '../plugin/index.js'
+import { closingClient, keepConnected } from '../plugin/store/redis.js'
 import { ConfigError } from './config.js'
 
 export interface RedisConfig {
@@ -73,9 +74,20 @@ export function createRedis (c: RedisConfig, timeoutMs: number): Redis | Cluster
       ...(c.tls === true ? { enableTLSForSentinelMode: true } : {}),
       // Learn of a failover from the sentinels' +switch-master, not only when the old master's connection drops.
       failoverDetector: true,
-      sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000)
+      sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+      // A sentinel that accepts the connection and never answers would otherwise hold a reconnect forever.
+      sentinelCommandTimeout: Math.max(timeoutMs, 1000)
     })
+    // A failover heard while asking a sentinel for the master can end the client for good (keepConnected).
+    keepConnected(client)
   }
   client.on('error', () => { /* readiness and 503s report it; reconnects by itself */ })
   return client
+}
+
+/** QUIT, then disconnect() in any case: with Sentinel only disconnect() also ends ioredis's connections to the sentinels. */
+export async function closeRedis (client: Redis | Cluster): Promise<void> {
+  closingClient(client)
+  try { await client.quit() } catch { /* disconnected below */ }
+  client.disconnect()
 }

@@ -53,6 +53,28 @@ export function ownClientOptions (timeoutMs: number): import('ioredis').RedisOpt
   }
 }
 
+const closedByUs = new WeakSet<object>()
+
+/**
+ * ioredis ends a Sentinel client for good when its failover detector hears +switch-master while the client
+ * is asking a sentinel where the master is: the pending connect is rejected ("Connection is closed.") and
+ * ioredis takes that as final, so every command fails until a restart. A client given to keepConnected
+ * that ends without closeClient connects again (every 100 ms until it is back).
+ */
+export function keepConnected (client: Redis): void {
+  client.on('end', () => {
+    if (closedByUs.has(client)) return
+    setTimeout(() => {
+      if (!closedByUs.has(client) && client.status === 'end') client.connect().catch(() => { /* ends again: retried */ })
+    }, 100).unref()
+  })
+}
+
+/** Marks a client as closed on purpose (keepConnected leaves it closed). */
+export function closingClient (client: object): void {
+  closedByUs.add(client)
+}
+
 /** Whether a client carries a command timeout (ioredis then bounds every call on it). */
 function hasCommandTimeout (client: Client): boolean {
   const timeout = client instanceof Cluster ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
@@ -217,6 +239,7 @@ export class RedisStore implements SessionStore {
       // No command timeout: the heartbeat bounds its own PING (and would read an ioredis timeout as a miss).
       : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
     this.subscriber = sub
+    if (sub instanceof Redis) keepConnected(sub)
     let subscribed = false
     const down = (): void => {
       subscribed = false
@@ -296,6 +319,7 @@ export class RedisStore implements SessionStore {
     // QUIT, then disconnect() in any case: with Sentinel, only disconnect() ends ioredis's own connections
     // to the sentinels (its failover detector), which would otherwise keep the process alive.
     const quit = async (c: Client): Promise<void> => {
+      closingClient(c)
       try { await this.bounded(c.quit()) } catch { /* closed below */ }
       c.disconnect()
     }

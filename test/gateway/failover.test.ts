@@ -96,7 +96,13 @@ t.test('Sentinel failover under refresh load: bounded 503s, then no session lost
   t.comment(`failover cost: ${stats.unavailable} refreshes answered 503 over ${outageMs} ms; ${caughtUp} rotation(s) lost with the last ${LAG_MS} ms of replication, every one caught up; ${stats.ok} refreshes in all`)
   t.ok(caughtUp > 0, `the failover lost acknowledged rotations (${caughtUp}), and each client's token one rotation ahead was accepted`)
   t.same(stats.lost, [], 'no session ended as REFRESH_REUSED or REFRESH_INVALID')
-  t.ok(stats.ok >= okAtPromotion + USERS * 3, 'refreshes recovered after the failover, without a restart')
+  const recoveredOk = t.ok(stats.ok >= okAtPromotion + USERS * 3, 'refreshes recovered after the failover, without a restart')
+  if (!recoveredOk) {
+    // What the gateways saw: the distinct store errors (messages only), and how often.
+    const errors = new Map<string, number>()
+    for (const l of logs.lines()) if (l.level >= 50 && l.err !== undefined) errors.set(String(l.err.message), (errors.get(String(l.err.message)) ?? 0) + 1)
+    t.comment(`store errors: ${JSON.stringify([...errors])}`)
+  }
   t.ok(outageMs < 30_000, `the 503s were bounded (${outageMs} ms)`)
 
   // Every user's latest refresh token still works.
