@@ -59,7 +59,7 @@ const closedByUs = new WeakSet<object>()
  * ioredis ends a Sentinel client for good when its failover detector hears +switch-master while the client
  * is asking a sentinel where the master is: the pending connect is rejected ("Connection is closed.") and
  * ioredis takes that as final, so every command fails until a restart. A client given to keepConnected
- * that ends without closeClient connects again (every 100 ms until it is back).
+ * that ends without closingClient connects again (every 100 ms until it is back).
  */
 export function keepConnected (client: Redis): void {
   client.on('end', () => {
