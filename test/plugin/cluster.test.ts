@@ -1,42 +1,15 @@
 // Redis Cluster: a three-node cluster of the test's own on loopback. Every key of one user shares a
 // slot (hash tag), so the session scripts run in one slot; tg:revoked lives in its own slot; pub/sub
 // revocations reach an instance subscribed through another node.
-import { spawn, spawnSync } from 'node:child_process'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import tokengate from '../../plugin/index.js'
 import { SECRET, sleep, verifyCredentials } from '../helpers/app.js'
-import { freePort, readSessions, sessionsKey, uniquePrefix } from '../helpers/redis.js'
-import { removeTempDir, tempDir, track } from '../helpers/spawn.js'
+import { readSessions, sessionsKey, uniquePrefix } from '../helpers/redis.js'
+import { hasRedisTools, startCluster } from '../helpers/topologies.js'
 
-const hasTools = spawnSync('redis-cli', ['--version'], { stdio: 'ignore' }).status === 0 &&
-  spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
-
-async function startCluster (t: Test): Promise<{ nodes: Array<{ host: string, port: number }> }> {
-  const dir = tempDir('cluster')
-  const ports = [await freePort(), await freePort(), await freePort()]
-  const procs = ports.map(port => track(spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
-    '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--dir', dir
-  ], { stdio: 'ignore' })))
-  t.teardown(() => { for (const p of procs) p.kill('SIGKILL'); removeTempDir(dir) })
-  for (const port of ports) {
-    for (let i = 0; spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) {
-      if (i > 100) throw new Error(`cluster node ${port} did not start`)
-      await sleep(50)
-    }
-  }
-  const made = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map(p => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
-  if (made.status !== 0) throw new Error(`redis-cli --cluster create failed: ${made.stderr?.toString()}`)
-  for (let i = 0; !/cluster_state:ok/.test(spawnSync('redis-cli', ['-p', String(ports[0]), 'cluster', 'info']).stdout?.toString() ?? ''); i++) {
-    if (i > 200) throw new Error('cluster did not become ok')
-    await sleep(50)
-  }
-  return { nodes: ports.map(port => ({ host: '127.0.0.1', port })) }
-}
-
-t.test('the plugin on a Redis Cluster: sessions, rotation, logout seen by another instance, logout-all', { skip: hasTools ? false : 'redis-server/redis-cli not on PATH' }, async t => {
+t.test('the plugin on a Redis Cluster: sessions, rotation, logout seen by another instance, logout-all', { skip: hasRedisTools ? false : 'redis-server/redis-cli not on PATH' }, async t => {
   const { nodes } = await startCluster(t)
   const prefix = uniquePrefix('cluster')
   const clusters: Cluster[] = []
