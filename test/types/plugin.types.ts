@@ -11,6 +11,7 @@ import tokengate, {
   type TokengateOptions,
   type UserInfo
 } from '../../plugin/index.js'
+import type { SessionInfo as ClientSessionInfo, TokenPair as ClientTokenPair } from '../../client/index.js'
 
 /** Compiles only if `v` is assignable to T. */
 function expectType<T> (_v: T): void {}
@@ -154,4 +155,12 @@ export async function userApp (): Promise<void> {
   app.get('/good', good, async () => ({}))
 
   await app.ready()
+}
+
+// tokengate/client keeps its own copies of the server's JSON shapes (it imports nothing, so a browser
+// build pulls in no server types): they must stay the same types as the plugin's.
+export function clientShapesMatchTheServer (): void {
+  expectType<Equal<ClientTokenPair, TokenPair>>(true)
+  // Over HTTP every session says whether it is the caller's: `current` is always there for the client.
+  expectType<Equal<ClientSessionInfo, Required<SessionInfo>>>(true)
 }
