@@ -298,6 +298,67 @@ async function memoryPerSession (redisUrl: string, counts: number[]): Promise<Ar
 }
 
 /**
+ * A heavy user against a light one, on our own redis-server: Redis's own time per refresh (SLOWLOG with a
+ * threshold of 0: the time inside Redis, whatever the client's or the machine's load) for a user with one
+ * session and a user with 2,000, the slowest single script of the whole run (creating, refreshing, listing
+ * and revoking them), and the heavy user's memory per session.
+ */
+async function heavyUser (redisUrl: string, sessions = 2000, refreshes = 2000): Promise<{ sessions: number, lightUs: number, heavyUs: number, ratio: number, worstUs: number, worstCommand: string, bytesPerSession: number }> {
+  const redis = new Redis(redisUrl)
+  await redis.flushall()
+  const store = new RedisStore({ redis, keyPrefix: 'tg', timeoutMs: 10_000 })
+  const now = Date.now()
+  const times = { now, refreshTtlMs: 86_400_000, maxSessionAgeMs: 30 * 86_400_000, extraMs: 600_000 }
+  const id = (): string => randomBytes(16).toString('base64url')
+  const hashOf = (rid: string): string => createHash('sha256').update(rid).digest('base64url').slice(0, 22)
+  await redis.config('SET', 'slowlog-max-len', String(4 * (sessions + refreshes) + 100))
+  await redis.config('SET', 'slowlog-log-slower-than', '0')
+  await redis.slowlog('RESET')
+  const make = async (userId: string, n: number): Promise<Array<{ sid: string, rid: string }>> => {
+    const out = []
+    for (let i = 0; i < n; i++) {
+      const sid = id()
+      const rid = id()
+      await store.create({ userId, sessionId: sid, refreshHash: hashOf(rid), refreshExpiresAt: now + 86_400_000, createdAt: now - i, ip: '203.0.113.7', userAgent: UA, roles: ['user'], claims: {} }, times)
+      out.push({ sid, rid })
+    }
+    return out
+  }
+  const light = await make('light', 1)
+  const heavy = await make('heavy', sessions)
+  const bytesPerSession = Math.round(Number(await redis.memory('USAGE', 'tg:{heavy}:s', 'SAMPLES', 0)) / sessions)
+  const log = async (): Promise<Array<{ us: number, command: string }>> => {
+    const entries = await redis.slowlog('GET', -1) as Array<[number, number, number, string[]]>
+    await redis.slowlog('RESET')
+    return entries.map(e => ({ us: Number(e[2]), command: String(e[3][0]).toLowerCase() })).filter(e => e.command !== 'slowlog' && e.command !== 'config')
+  }
+  const setup = await log()
+  const refreshAll = async (userId: string, list: Array<{ sid: string, rid: string }>): Promise<number> => {
+    for (let k = 0; k < refreshes; k++) {
+      const s = list[k % list.length]
+      const next = id()
+      const r = await store.rotate({ ...times, now: Date.now(), userId, sessionId: s.sid, presentedHash: hashOf(s.rid), successorHash: hashOf(next), rotate: true, graceMs: 10_000 })
+      if (r.status !== 'ok') throw new Error(`bench: a heavy-user refresh answered ${r.status}`)
+      s.rid = next
+    }
+    const scripts = (await log()).filter(e => e.command.startsWith('eval'))
+    return median(scripts.map(e => e.us))
+  }
+  const lightUs = await refreshAll('light', light)
+  const heavyUs = await refreshAll('heavy', heavy)
+  await store.list('heavy', Date.now())
+  await store.revokeAll('heavy')
+  const rest = await log()
+  // Scripts (EVALSHA; an EVAL is a script's first run, its compilation included) and the listing's reads.
+  const worst = [...setup, ...rest].filter(e => e.command === 'evalsha' || e.command === 'exec').sort((a, b) => b.us - a.us)[0] ?? { us: 0, command: '' }
+  await redis.config('SET', 'slowlog-log-slower-than', '10000')
+  await redis.flushall()
+  redis.disconnect()
+  process.stderr.write(`bench: heavy user: ${heavyUs} µs per refresh in Redis vs ${lightUs} µs, worst ${worst.us} µs (${worst.command}), ${bytesPerSession} B per session\n`)
+  return { sessions, lightUs, heavyUs, ratio: round(heavyUs / lightUs, 2), worstUs: worst.us, worstCommand: worst.command, bytesPerSession }
+}
+
+/**
  * Logout on instance A → the WebSocket a client holds through instance B is closed (1008): the time from
  * the logout's answer to the client's close event, over `trials` sessions.
  */
@@ -350,6 +411,11 @@ async function revocationToSocket (redisUrl: string, trials = 200): Promise<{ p5
 async function main (): Promise<void> {
   const started = Date.now()
   const redis = await startRedis()
+  if (process.env.BENCH_ONLY === 'heavy') {
+    // The heavy-user figures alone (Redis time and memory; no load, no server process).
+    try { process.stdout.write(JSON.stringify(await heavyUser(redis.url), null, 2) + '\n') } finally { redis.stop() }
+    return
+  }
   const servers = await startServers(redis.url)
   const { ports, tokens } = servers.info
   const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` })
@@ -437,6 +503,8 @@ async function main (): Promise<void> {
   const sockets = await revocationToSocket(redis.url)
   process.stderr.write('bench: Redis memory per session\n')
   const memory = await memoryPerSession(redis.url, (process.env.BENCH_MEMORY ?? '10000,100000,1000000').split(',').map(Number))
+  process.stderr.write('bench: a user with 2,000 sessions\n')
+  const heavy = await heavyUser(redis.url)
   redis.stop()
 
   const summary = variants.map(v => {
@@ -480,6 +548,7 @@ async function main (): Promise<void> {
     propagation: prop,
     sockets,
     memory,
+    heavy,
     seconds: Math.round((Date.now() - started) / 1000)
   }
   const table = render(results)
@@ -507,6 +576,10 @@ function render (r: any): string {
   lines.push(`| revocation visible on another instance, p50 / p99 (200 trials) | ${r.propagation.p50Ms} / ${r.propagation.p99Ms} ms | p99 ≤ 50 ms |`)
   lines.push(`| logout on instance A → the client's WebSocket through instance B closed (close code ${r.sockets.codes.join(', ')}), p50 / p99 (200 trials) | ${r.sockets.p50Ms} / ${r.sockets.p99Ms} ms | p99 ≤ 50 ms |`)
   for (const m of r.memory) lines.push(`| Redis memory per session at ${m.sessions.toLocaleString('en')} sessions, one per user, ip and a 104-character user agent (the user's key: ${m.keyBytes} B) | ${m.bytesPerSession} B | ≤ 400 B, flat |`)
+  const h = r.heavy
+  lines.push(`| a refresh's time inside Redis (SLOWLOG, median), a user with ${h.sessions.toLocaleString('en')} sessions / a user with one | ${h.heavyUs} / ${h.lightUs} µs = ${h.ratio}× | ≤ 3× |`)
+  lines.push(`| the slowest single command of that run (${h.sessions.toLocaleString('en')} logins, refreshes, a listing, revokeAll) | ${h.worstUs} µs (${h.worstCommand}) | ≤ 2,000 µs |`)
+  lines.push(`| Redis memory per session of the user with ${h.sessions.toLocaleString('en')} sessions | ${h.bytesPerSession} B | ≤ 400 B |`)
   lines.push('')
   lines.push('Under load (autocannon on loopback; ratios against variant 2):')
   lines.push('')

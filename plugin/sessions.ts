@@ -110,8 +110,8 @@ export class Sessions {
     }
   }
 
-  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'jkt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
-    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, now, record.jkt)
+  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'authTime' | 'jkt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, record.authTime, now, record.jkt)
     return {
       accessToken: access.token,
       refreshToken,
@@ -155,7 +155,7 @@ export class Sessions {
       await this.publish(evicted, user.sub)
       for (const id of evicted) await this.audit(this.opts.onRevoke, 'onRevoke', user.sub, id, { ...meta, reason: 'limit' })
     }
-    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now, jkt }, refreshToken, refreshExpiresAt, now)
+    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now, authTime: now, jkt }, refreshToken, refreshExpiresAt, now)
   }
 
   /** Checks a refresh token without the store: format, MAC and expiry. */

@@ -155,10 +155,10 @@ export class Tokens {
     return this.refreshKeys[0].successor
   }
 
-  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
+  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, startedMs: number, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
     const iat = Math.floor(now / 1000)
     // No token of a session outlives its start + maxSessionAge.
-    const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((authTimeMs + this.opts.maxSessionAgeMs) / 1000))
+    const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((startedMs + this.opts.maxSessionAgeMs) / 1000))
     const payload: Record<string, unknown> = {}
     for (const [k, v] of Object.entries(user.claims)) if (!RESERVED_CLAIMS.has(k)) payload[k] = v
     payload.sub = user.sub

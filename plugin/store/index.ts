@@ -18,6 +18,13 @@ export interface SessionRecord {
   claims: Record<string, unknown>
   /** The DPoP key thumbprint the session is bound to (RFC 7638), if any. */
   jkt?: string
+  /** When the user last authenticated in this session (ms): the access token's auth_time. */
+  authTime: number
+  /** The authentication context class and methods of that authentication (RFC 9470), if known. */
+  acr?: string
+  amr?: string[]
+  /** The OpenID provider's session id (`sid`) the session was started from, if any. */
+  providerSessionId?: string
 }
 
 export interface NewSession {
@@ -31,6 +38,11 @@ export interface NewSession {
   roles: string[]
   claims: Record<string, unknown>
   jkt?: string
+  /** When the user authenticated (ms); default createdAt. */
+  authTime?: number
+  acr?: string
+  amr?: string[]
+  providerSessionId?: string
 }
 
 export interface CreateOptions {
@@ -45,6 +57,8 @@ export interface SessionTimes {
   maxSessionAgeMs: number
   /** access TTL + clock tolerance: how long a record outlives its refresh expiry. */
   extraMs: number
+  /** Sessions started before this time (ms) are gone (revokeEveryone); default 0. */
+  notBefore?: number
 }
 
 export interface RotateInput extends SessionTimes {
@@ -111,12 +125,12 @@ export interface SessionStore {
   rotate: (input: RotateInput) => Promise<RotateResult>
   /** Origin step 4.2: a new refresh id for a session whose refresh token expired. */
   renew: (input: RenewInput) => Promise<RenewResult>
-  /** Deletes the given sessions of a user; returns the ids that existed. */
-  revoke: (userId: string, sessionIds: string[]) => Promise<string[]>
-  /** Deletes every session of a user; returns their ids. */
-  revokeAll: (userId: string) => Promise<string[]>
-  /** Live sessions of a user, newest first. */
-  list: (userId: string, now: number) => Promise<SessionRecord[]>
+  /** Deletes the given sessions of a user; returns the ids that were live (started at or after `notBefore`). */
+  revoke: (userId: string, sessionIds: string[], notBefore?: number) => Promise<string[]>
+  /** Deletes every session of a user; returns the ids that were live. */
+  revokeAll: (userId: string, notBefore?: number) => Promise<string[]>
+  /** Live sessions of a user (started at or after `notBefore`), newest first. */
+  list: (userId: string, now: number, notBefore?: number) => Promise<SessionRecord[]>
   /** Records revocations for every instance (sorted set + pub/sub). Idempotent. */
   markRevoked: (entries: RevocationEntry[], now: number) => Promise<void>
   /** Revocations still in force. */

@@ -24,11 +24,11 @@ export class MemoryStore implements SessionStore {
     this.timer = setInterval(() => this.sweep(this.clock()), SWEEP_MS).unref()
   }
 
-  private live (userId: string, sessionId: string, now: number): Entry | undefined {
+  private live (userId: string, sessionId: string, now: number, notBefore = 0): Entry | undefined {
     const sessions = this.users.get(userId)
     const e = sessions?.get(sessionId)
     if (e === undefined) return undefined
-    if (e.expiresAt <= now) {
+    if (e.expiresAt <= now || e.createdAt < notBefore) {
       sessions!.delete(sessionId)
       if (sessions!.size === 0) this.users.delete(userId)
       return undefined
@@ -48,7 +48,7 @@ export class MemoryStore implements SessionStore {
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
     let sessions = this.users.get(s.userId)
     if (sessions === undefined) this.users.set(s.userId, (sessions = new Map()))
-    for (const [id, e] of sessions) if (e.expiresAt <= t.now) sessions.delete(id)
+    for (const [id, e] of sessions) if (e.expiresAt <= t.now || e.createdAt < (t.notBefore ?? 0)) sessions.delete(id)
     sessions.set(s.sessionId, {
       sessionId: s.sessionId,
       refreshHash: s.refreshHash,
@@ -60,7 +60,11 @@ export class MemoryStore implements SessionStore {
       userAgent: s.userAgent,
       roles: [...s.roles],
       claims: structuredClone(s.claims),
-      ...(s.jkt !== undefined ? { jkt: s.jkt } : {})
+      authTime: s.authTime ?? s.createdAt,
+      ...(s.jkt !== undefined ? { jkt: s.jkt } : {}),
+      ...(s.acr !== undefined ? { acr: s.acr } : {}),
+      ...(s.amr !== undefined ? { amr: [...s.amr] } : {}),
+      ...(s.providerSessionId !== undefined ? { providerSessionId: s.providerSessionId } : {})
     })
     const evicted: string[] = []
     const max = options.maxSessions ?? 0
@@ -86,7 +90,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
-    const e = this.live(i.userId, i.sessionId, i.now)
+    const e = this.live(i.userId, i.sessionId, i.now, i.notBefore)
     if (e === undefined) return { status: 'missing' }
     let kind: 'current' | 'grace' | 'ahead'
     if (e.refreshHash === i.presentedHash) kind = 'current'
@@ -109,7 +113,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
-    const e = this.live(i.userId, i.sessionId, i.now)
+    const e = this.live(i.userId, i.sessionId, i.now, i.notBefore)
     if (e === undefined) return { status: 'missing' }
     if (e.jkt !== undefined && e.jkt !== i.jkt) return { status: 'key' }
     if (i.now >= e.createdAt + i.maxSessionAgeMs) return { status: 'capped' }
@@ -129,11 +133,11 @@ export class MemoryStore implements SessionStore {
     return { status: 'ok', grace, ...(ahead ? { ahead } : {}), record: snapshot(e) }
   }
 
-  async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
+  async revoke (userId: string, sessionIds: string[], notBefore = 0): Promise<string[]> {
     const now = this.clock()
     const out: string[] = []
     for (const id of sessionIds) {
-      if (this.live(userId, id, now) !== undefined) {
+      if (this.live(userId, id, now, notBefore) !== undefined) {
         this.users.get(userId)!.delete(id)
         out.push(id)
       }
@@ -141,21 +145,21 @@ export class MemoryStore implements SessionStore {
     return out
   }
 
-  async revokeAll (userId: string): Promise<string[]> {
+  async revokeAll (userId: string, notBefore = 0): Promise<string[]> {
     const now = this.clock()
     const sessions = this.users.get(userId)
     if (sessions === undefined) return []
-    const out = [...sessions.values()].filter(e => e.expiresAt > now).map(e => e.sessionId)
+    const out = [...sessions.values()].filter(e => e.expiresAt > now && e.createdAt >= notBefore).map(e => e.sessionId)
     this.users.delete(userId)
     return out
   }
 
-  async list (userId: string, now: number): Promise<SessionRecord[]> {
+  async list (userId: string, now: number, notBefore = 0): Promise<SessionRecord[]> {
     const sessions = this.users.get(userId)
     if (sessions === undefined) return []
     const out: SessionRecord[] = []
     for (const id of [...sessions.keys()]) {
-      const e = this.live(userId, id, now)
+      const e = this.live(userId, id, now, notBefore)
       if (e !== undefined) out.push(snapshot(e))
     }
     return out.sort((a, b) => b.createdAt - a.createdAt)
@@ -212,6 +216,10 @@ function snapshot (e: Entry): SessionRecord {
     userAgent: e.userAgent,
     roles: [...e.roles],
     claims: structuredClone(e.claims),
-    ...(e.jkt !== undefined ? { jkt: e.jkt } : {})
+    authTime: e.authTime,
+    ...(e.jkt !== undefined ? { jkt: e.jkt } : {}),
+    ...(e.acr !== undefined ? { acr: e.acr } : {}),
+    ...(e.amr !== undefined ? { amr: [...e.amr] } : {}),
+    ...(e.providerSessionId !== undefined ? { providerSessionId: e.providerSessionId } : {})
   }
 }

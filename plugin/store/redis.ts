@@ -3,6 +3,7 @@
 // The record layout is in lua/common.lua; sessions of the 0.1 layout are moved over as they are touched.
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { Cluster, Redis } from 'ioredis'
 import type {
   CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
@@ -24,20 +25,29 @@ export interface RedisStoreOptions {
 const HEARTBEAT_MS = 500
 
 const LUA_DIR = new URL('./lua/', import.meta.url)
-const COMMON = readFileSync(new URL('common.lua', LUA_DIR), 'utf8')
-const script = (name: string): string => COMMON + '\n' + readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
+const lua = (name: string): string => readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
+const COMMON = lua('common')
+const session = (name: string): string => COMMON + '\n' + lua(name)
 
-// Names are namespaced (and versioned: the 0.1 scripts took other arguments) so several stores, or a
-// user's own scripts, can share one ioredis instance.
+// Names are namespaced (and versioned: earlier layouts' scripts took other arguments) so several stores, or
+// a user's own scripts, can share one ioredis instance. Every key a script touches is in its KEYS.
 const SCRIPTS = {
-  tokengate2Create: { numberOfKeys: 2, lua: script('create') },
-  tokengate2Rotate: { numberOfKeys: 2, lua: script('rotate') },
-  tokengate2Renew: { numberOfKeys: 2, lua: script('renew') },
-  tokengate2Revoke: { numberOfKeys: 2, lua: script('revoke') },
-  tokengate2RevokeAll: { numberOfKeys: 2, lua: script('revoke-all') },
-  tokengate2List: { numberOfKeys: 2, lua: script('list') },
-  tokengate2MarkRevoked: { numberOfKeys: 1, lua: script('mark-revoked') }
+  tokengate3Create: { numberOfKeys: 2, lua: session('create') },
+  tokengate3Rotate: { numberOfKeys: 2, lua: session('rotate') },
+  tokengate3Renew: { numberOfKeys: 2, lua: session('renew') },
+  tokengate3Revoke: { numberOfKeys: 2, lua: session('revoke') },
+  tokengate3RevokeAll: { numberOfKeys: 2, lua: session('revoke-all') },
+  tokengate2MarkRevoked: { numberOfKeys: 1, lua: lua('mark-revoked') }
 } as const
+
+/**
+ * How many sessions a user keeps in the string form before the key becomes a hash (lua/common.lua). Not an
+ * option: the tests lower it to run the store contract against the hash form.
+ */
+export const layout = { stringFormMax: 8 }
+
+/** The 0.1 migration declares the keys of the sessions it moves: a variable number. */
+const MIGRATE_01 = session('migrate-0.1')
 
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
@@ -162,51 +172,116 @@ export class RedisStore implements SessionStore {
     }
   }
 
-  /** KEYS and the first ARGV (legacy record prefix, now) every session script takes. */
-  private head (userId: string, now: number): Array<string | number> {
-    const legacy = this.legacy(userId)
-    return [this.sessionsKey(userId), legacy.index, legacy.recordPrefix, now]
+  /** KEYS and the first ARGV (now, not-before, the string form's size) every session script takes. */
+  private head (userId: string, now: number, notBefore = 0): Array<string | number> {
+    return [this.sessionsKey(userId), this.legacy(userId).index, now, notBefore, layout.stringFormMax]
+  }
+
+  /**
+   * Runs a session script; one that finds sessions of the 0.1 layout ('legacy') runs again once they are
+   * moved over (migrate-0.1.lua, with their keys declared).
+   */
+  private async run<T extends unknown[]> (userId: string, now: number, notBefore: number, call: () => Promise<unknown>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.bounded(call()) as T
+      if (r[0] !== 'legacy' || attempt >= 3) return r
+      await this.migrateLegacy(userId, now, notBefore)
+    }
+  }
+
+  private async migrateLegacy (userId: string, now: number, notBefore: number): Promise<void> {
+    const { index, recordPrefix } = this.legacy(userId)
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const members = await this.bounded(this.client.zrange(index, 0, -1))
+      const keys = [this.sessionsKey(userId), index, ...members.map(m => recordPrefix + m)]
+      const r = await this.bounded(this.client.eval(MIGRATE_01, keys.length, ...keys, now, notBefore, layout.stringFormMax, recordPrefix)) as [string]
+      if (r[0] === 'ok') return
+    }
   }
 
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
-    return await this.bounded(this.scripts.tokengate2Create(
-      ...this.head(s.userId, t.now), s.sessionId, s.refreshHash, s.refreshExpiresAt, t.extraMs,
-      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt, s.jkt ?? ''
-    )) as string[]
+    const nb = t.notBefore ?? 0
+    const r = await this.run<[string, string[]]>(s.userId, t.now, nb, async () => await this.scripts.tokengate3Create(
+      ...this.head(s.userId, t.now, nb), s.sessionId, s.refreshHash, s.refreshExpiresAt, t.extraMs,
+      s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt, s.jkt ?? '',
+      s.authTime ?? s.createdAt, s.acr ?? '', s.amr === undefined ? '' : JSON.stringify(s.amr), s.providerSessionId ?? ''
+    ))
+    return r[1] ?? []
   }
 
   async rotate (i: RotateInput): Promise<RotateResult> {
-    const r = await this.bounded(this.scripts.tokengate2Rotate(
-      ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
+    const nb = i.notBefore ?? 0
+    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Rotate(
+      ...this.head(i.userId, i.now, nb), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
       i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? ''
-    )) as [string, number?, number?, Row?]
-    // The script leaves the hashes out: the current one is the successor (or, not rotating, the presented one).
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.rotate ? i.successorHash : i.presentedHash) }
-    return { status: r[0] as 'missing' | 'reused' | 'key' }
+    ))
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
+    return { status: r[0] === 'legacy' ? 'missing' : r[0] as 'missing' | 'reused' | 'key' }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {
-    const r = await this.bounded(this.scripts.tokengate2Renew(
-      ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
+    const nb = i.notBefore ?? 0
+    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Renew(
+      ...this.head(i.userId, i.now, nb), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.jkt ?? ''
-    )) as [string, number?, number?, Row?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.successorHash) }
-    return { status: r[0] as 'missing' | 'stale' | 'capped' | 'key' }
+    ))
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
+    return { status: r[0] === 'legacy' ? 'missing' : r[0] as 'missing' | 'stale' | 'capped' | 'key' }
   }
 
-  async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
+  async revoke (userId: string, sessionIds: string[], notBefore = 0): Promise<string[]> {
     if (sessionIds.length === 0) return []
-    return await this.bounded(this.scripts.tokengate2Revoke(...this.head(userId, Date.now()), ...sessionIds)) as string[]
+    const now = Date.now()
+    const r = await this.run<[string, string[]?]>(userId, now, notBefore, async () => await this.scripts.tokengate3Revoke(...this.head(userId, now, notBefore), ...sessionIds))
+    return r[1] ?? []
   }
 
-  async revokeAll (userId: string): Promise<string[]> {
-    return await this.bounded(this.scripts.tokengate2RevokeAll(...this.head(userId, Date.now()))) as string[]
+  async revokeAll (userId: string, notBefore = 0): Promise<string[]> {
+    const now = Date.now()
+    // Read first: in the hash form the script answers every field, dead ones too, and only this read knows them.
+    const before = await this.read(userId, now, notBefore)
+    const r = await this.run<[string, string[]?, number?]>(userId, now, notBefore, async () => await this.scripts.tokengate3RevokeAll(...this.head(userId, now, notBefore)))
+    const ids = r[1] ?? []
+    if (r[2] === 1) return ids
+    const dead = new Set(before.dead)
+    return ids.filter(id => !dead.has(id))
   }
 
-  async list (userId: string, now: number): Promise<SessionRecord[]> {
-    const rows = await this.bounded(this.scripts.tokengate2List(...this.head(userId, now))) as Row[]
-    return rows.map(row => parseRow(row)).sort((a, b) => b.createdAt - a.createdAt)
+  /**
+   * Live sessions of a user, newest first: read with plain commands (one MULTI: GET for the string form,
+   * HGETALL for the hash form) and decoded here, so a user with thousands of sessions does not hold Redis
+   * for a script that decodes them all. Dead sessions of the hash form met here are deleted.
+   */
+  async list (userId: string, now: number, notBefore = 0): Promise<SessionRecord[]> {
+    const { records, dead } = await this.read(userId, now, notBefore)
+    if (dead.length > 0) await this.bounded(this.client.hdel(this.sessionsKey(userId), ...dead)).catch(() => { /* swept later */ })
+    return records.sort((a, b) => b.createdAt - a.createdAt)
+  }
+
+  /** Every session of a user as stored, split into live records and the ids of dead ones (hash form only). */
+  private async read (userId: string, now: number, notBefore: number): Promise<{ records: SessionRecord[], dead: string[] }> {
+    const key = this.sessionsKey(userId)
+    const { index } = this.legacy(userId)
+    for (let attempt = 0; ; attempt++) {
+      type Reply<T> = [Error | null, T]
+      const [legacy, asString, asHash] = await this.bounded(this.client.multi().exists(index).getBuffer(key).hgetallBuffer(key).exec()) as [Reply<number>, Reply<Buffer | null>, Reply<Record<string, Buffer>>]
+      if (legacy[1] === 1 && attempt < 3) { await this.migrateLegacy(userId, now, notBefore); continue }
+      const stored: Array<[string, unknown[]]> = []
+      if (asString[0] === null && asString[1] !== null) {
+        for (const [sid, r] of Object.entries(decodeMsgpack(asString[1]) as Record<string, unknown[]>)) stored.push([sid, r])
+      } else if (asHash[0] === null) {
+        for (const [sid, raw] of Object.entries(asHash[1])) stored.push([sid, decodeMsgpack(raw) as unknown[]])
+      }
+      const records: SessionRecord[] = []
+      const dead: string[] = []
+      for (const [sid, r] of stored) {
+        const record = fromStored(sid, r)
+        if (record.expiresAt > now && record.createdAt >= notBefore) records.push(record)
+        else dead.push(sid)
+      }
+      return { records, dead: asHash[0] === null ? dead : [] }
+    }
   }
 
   async markRevoked (entries: RevocationEntry[], now: number): Promise<void> {
@@ -329,23 +404,53 @@ export class RedisStore implements SessionStore {
 }
 
 /** A record as the scripts return it (lua/common.lua, out()). */
-type Row = [sid: string, h: string | null, p: string | null, pt: number | null, re: number, st: number, lu: number, x: number, ip: string, ua: string, ro: string, cl: string, jkt: string | null]
+type Row = [
+  sid: string, h: string, p: string | null, pt: number | null, re: number, st: number, lu: number, x: number, ip: string, ua: string,
+  ro: string, cl: string, jkt: string | null, at: number, acr: string | null, amr: string | null, os: string | null
+]
 
-/** A row as a record; `refreshHash` when the script left the hashes out. */
-function parseRow (row: Row, refreshHash?: string): SessionRecord {
-  const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt] = row
+/** A record as stored (lua/common.lua: times after st as offsets from it; false for none). */
+function fromStored (sessionId: string, r: unknown[]): SessionRecord {
+  const st = Number(r[4])
+  const at = r[12]
   const record: SessionRecord = {
     sessionId,
-    refreshHash: refreshHash ?? h!,
+    refreshHash: String(r[0]),
+    refreshExpiresAt: st + Number(r[3]),
+    createdAt: st,
+    lastUsedAt: st + Number(r[5]),
+    expiresAt: st + Number(r[6]),
+    authTime: typeof at === 'number' ? st + at : st,
+    ip: r[7] === '' ? undefined : String(r[7]),
+    userAgent: r[8] === '' ? undefined : String(r[8]),
+    roles: JSON.parse(String(r[9])),
+    claims: JSON.parse(String(r[10]))
+  }
+  if (typeof r[11] === 'string') record.jkt = r[11]
+  if (typeof r[13] === 'string') record.acr = r[13]
+  if (typeof r[14] === 'string') record.amr = JSON.parse(r[14])
+  if (typeof r[15] === 'string') record.providerSessionId = r[15]
+  return record
+}
+
+function parseRow (row: Row): SessionRecord {
+  const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt, at, acr, amr, os] = row
+  const record: SessionRecord = {
+    sessionId,
+    refreshHash: h,
     refreshExpiresAt: Number(re),
     createdAt: Number(st),
     lastUsedAt: Number(lu),
     expiresAt: Number(x),
+    authTime: Number(at),
     ip: ip === '' ? undefined : ip,
     userAgent: ua === '' ? undefined : ua,
     roles: JSON.parse(ro),
     claims: JSON.parse(cl)
   }
   if (typeof jkt === 'string') record.jkt = jkt
+  if (typeof acr === 'string') record.acr = acr
+  if (typeof amr === 'string') record.amr = JSON.parse(amr)
+  if (typeof os === 'string') record.providerSessionId = os
   return record
 }

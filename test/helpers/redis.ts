@@ -123,39 +123,63 @@ export interface StoredSession {
   ro: unknown
   cl: unknown
   jkt: string | null
+  /** authentication time (ms), acr, amr, and the OpenID provider's session id */
+  at: number
+  acr: string | null
+  amr: string[] | null
+  os: string | null
 }
 
 const str = (v: unknown): string | null => v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : typeof v === 'string' ? v : null
 
-/** Every session of a user as stored (undefined when the user has no key), keyed by session id. Any client that can GET (a Cluster too). */
-export async function readSessions (client: Pick<Redis, 'getBuffer'>, prefix: string, userId: string): Promise<Record<string, StoredSession> | undefined> {
-  const raw = await client.getBuffer(sessionsKey(prefix, userId))
-  if (raw === null) return undefined
-  const map = decodeMsgpack(raw, { rawStrings: true }) as Record<string, unknown[]>
-  const out: Record<string, StoredSession> = {}
-  for (const [sid, r] of Object.entries(map)) {
-    const st = r[4] as number
-    const text = (v: unknown): string => Buffer.from(v as Uint8Array).toString('utf8')
-    out[sid] = {
-      h: str(r[0])!,
-      p: r[1] === false ? null : str(r[1]),
-      pt: r[2] === false ? null : st + (r[2] as number),
-      re: st + (r[3] as number),
-      st,
-      lu: st + (r[5] as number),
-      x: st + (r[6] as number),
-      ip: text(r[7]),
-      ua: text(r[8]),
-      ro: JSON.parse(text(r[9])),
-      cl: JSON.parse(text(r[10])),
-      jkt: r[11] === false || r[11] === undefined ? null : text(r[11])
-    }
+type SessionsReader = Pick<Redis, 'getBuffer' | 'hgetallBuffer' | 'type'>
+
+/** One stored record (an array, README "Redis keys") as a StoredSession. */
+function storedSession (r: unknown[]): StoredSession {
+  const st = r[4] as number
+  const text = (v: unknown): string => Buffer.from(v as Uint8Array).toString('utf8')
+  const opt = (v: unknown): string | null => v === false || v === undefined || v === null ? null : text(v)
+  return {
+    h: str(r[0])!,
+    p: r[1] === false ? null : str(r[1]),
+    pt: r[2] === false ? null : st + (r[2] as number),
+    re: st + (r[3] as number),
+    st,
+    lu: st + (r[5] as number),
+    x: st + (r[6] as number),
+    ip: text(r[7]),
+    ua: text(r[8]),
+    ro: JSON.parse(text(r[9])),
+    cl: JSON.parse(text(r[10])),
+    jkt: opt(r[11]),
+    at: r[12] === false || r[12] === undefined ? st : st + (r[12] as number),
+    acr: opt(r[13]),
+    amr: r[14] === false || r[14] === undefined ? null : JSON.parse(text(r[14])),
+    os: opt(r[15])
   }
+}
+
+/**
+ * Every session of a user as stored (undefined when the user has no key), keyed by session id: the key is a
+ * string (a MessagePack map of records) for a user with few sessions, a hash (a MessagePack record per field)
+ * beyond. Any client that can GET and HGETALL (a Cluster too).
+ */
+export async function readSessions (client: SessionsReader, prefix: string, userId: string): Promise<Record<string, StoredSession> | undefined> {
+  const key = sessionsKey(prefix, userId)
+  const type = await client.type(key)
+  if (type === 'none') return undefined
+  const out: Record<string, StoredSession> = {}
+  if (type === 'hash') {
+    for (const [sid, raw] of Object.entries(await client.hgetallBuffer(key))) out[sid] = storedSession(decodeMsgpack(raw, { rawStrings: true }) as unknown[])
+    return out
+  }
+  const map = decodeMsgpack((await client.getBuffer(key))!, { rawStrings: true }) as Record<string, unknown[]>
+  for (const [sid, r] of Object.entries(map)) out[sid] = storedSession(r)
   return out
 }
 
 /** One session as stored, or undefined. */
-export async function readSession (client: Pick<Redis, 'getBuffer'>, prefix: string, userId: string, sessionId: string): Promise<StoredSession | undefined> {
+export async function readSession (client: SessionsReader, prefix: string, userId: string, sessionId: string): Promise<StoredSession | undefined> {
   return (await readSessions(client, prefix, userId))?.[sessionId]
 }
 

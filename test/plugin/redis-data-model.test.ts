@@ -74,15 +74,17 @@ t.test('login writes one key for the user: a MessagePack map of sessions, expiri
   const raw = decodeMsgpack((await redis.getBuffer(key))!, { rawStrings: true }) as Record<string, unknown[]>
   t.same(Object.keys(raw), [pair.sessionId], 'the map holds the session, by its id')
   const rec = raw[pair.sessionId]
-  t.equal(rec.length, 12, 'a record is an array of 12 values')
+  t.equal(rec.length, 16, 'a record is an array of 16 values')
   t.ok(rec[0] instanceof Uint8Array && rec[0].length === 22 && Buffer.from(rec[0]).toString() === hashOf(pair.refreshToken), 'h is the 22-character hash of the refresh id')
   t.same([rec[1], rec[2], rec[11]], [false, false, false], 'no previous hash, no rotation time, no key binding after login')
+  t.same([rec[12], rec[13], rec[14], rec[15]], [false, false, false, false], 'authenticated at the start; no acr, amr or provider session')
 
   const s = await readSession(redis, prefix, 'u-alice', pair.sessionId)
   if (s === undefined) return t.fail('the session is stored')
   t.equal(s.h, hashOf(pair.refreshToken), 'h = first 128 bits of the SHA-256 of the refresh id')
   t.ok(s.st >= before && s.st <= after, 'st = login time (ms)')
   t.equal(s.lu, s.st, 'lu = st at login')
+  t.equal(s.at, s.st, 'at (authentication time) = st at login')
   t.equal(s.re, s.st + DAY_MS, 're = start + 1 day')
   t.equal(s.re, refreshParts(pair.refreshToken).expiresAt, 're = the expiry the token carries')
   t.equal(s.x, s.re + ACCESS_MS, 'x (record expiry) = re + access TTL (+ tolerance 0)')

@@ -1,12 +1,15 @@
--- Deletes some sessions of one user. KEYS: user sessions, 0.1 index ; ARGV: legacy record prefix, now, sessionId...
--- Returns the ids that were live.
-local map = load(tonumber(ARGV[2]), ARGV[1])
-local gone = {}
-for i = 3, #ARGV do
-  if map[ARGV[i]] ~= nil then
-    map[ARGV[i]] = nil
+-- Deletes some sessions of one user. KEYS: user sessions, 0.1 index ; ARGV: now, not-before, small, sessionId...
+-- Returns { 'ok', { the ids that were live } } | { 'legacy' }
+open()
+local gone, missed = {}, false
+for i = 4, #ARGV do
+  if S.get(ARGV[i]) ~= nil then
+    S.del(ARGV[i])
     gone[#gone + 1] = ARGV[i]
+  else
+    missed = true
   end
 end
-if #gone > 0 then save(map) end
-return gone
+S.save()
+if missed and legacy() then return { 'legacy' } end
+return { 'ok', gone }
