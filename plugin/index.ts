@@ -24,8 +24,16 @@ export interface TokengateApi {
   verify: (accessToken: string) => Promise<AuthInfo>
   /** Revokes one session of a user; false when there was no such live session. */
   revokeSession: (userId: string, sessionId: string) => Promise<boolean>
-  /** Revokes every session of a user; resolves to how many there were. */
+  /**
+   * Revokes every session of a user; resolves to how many there were. One "not before" entry for the user on
+   * every instance: any token of theirs issued before the call is refused.
+   */
   revokeAll: (userId: string) => Promise<number>
+  /**
+   * Revokes every session of every user (after a breach): one "not before" entry on every instance; any
+   * access or refresh token issued before the call is refused, tokens issued after it work.
+   */
+  revokeEveryone: () => Promise<void>
   /** The user's live sessions, newest first. */
   listSessions: (userId: string) => Promise<SessionInfo[]>
   /** The session store in use. */
@@ -37,6 +45,11 @@ export interface TokengateApi {
    * feed's (userId only for its own), so long-lived work of a dead session can end; returns the unsubscribe.
    */
   onSessionRevoked: (listener: (sessionId: string, userId?: string) => void) => () => void
+  /**
+   * Calls `listener(userId, before)` on every instance for revokeAll (the user) and revokeEveryone (userId
+   * undefined): every token of that user, or of everybody, issued before `before` (ms) is refused from then on.
+   */
+  onRevokedBefore: (listener: (userId: string | undefined, before: number) => void) => () => void
 }
 
 declare module 'fastify' {
@@ -67,7 +80,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     store = opts.store
     ownsStore = false
   } else if (opts.redis !== undefined) {
-    const redisStore = new RedisStore({ redis: opts.redis, keyPrefix: opts.keyPrefix, timeoutMs: opts.storeTimeoutMs })
+    const redisStore = new RedisStore({ redis: opts.redis, keyPrefix: opts.keyPrefix, timeoutMs: opts.storeTimeoutMs, stalenessMs: opts.revocationStalenessMs })
     if (!await redisStore.ready()) app.log.warn('tokengate: Redis is not reachable yet; session routes answer 503 until it is')
     store = redisStore
   } else {
@@ -79,7 +92,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   const dpop = opts.dpop === undefined
     ? undefined
     : new Dpop({ ...opts.dpop, clockToleranceMs: opts.clockToleranceMs }, tokens.secretMaterial, async (id, ttl) => await sessions.claimProof(id, ttl))
-  const revocations = new Revocations(store, opts.accessTtlMs + opts.clockToleranceMs, app.log)
+  const revocations = new Revocations(store, opts.accessTtlMs + opts.clockToleranceMs, app.log, opts.revocationStalenessMs, opts.maxSessionAgeMs + opts.accessTtlMs + opts.clockToleranceMs)
   await revocations.start()
   const sessions = new Sessions(opts, tokens, store, revocations, app.log, !ownsStore)
   app.addHook('onClose', async () => {
@@ -103,10 +116,12 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     verify: async (accessToken) => await sessions.verify(accessToken),
     revokeSession: async (userId, sessionId) => await sessions.revokeSession(userId, sessionId),
     revokeAll: async (userId) => await sessions.revokeAll(userId),
+    revokeEveryone: async () => { await sessions.revokeEveryone() },
     listSessions: async (userId) => await sessions.listSessions(userId),
     store,
     get feedUp () { return revocations.up },
-    onSessionRevoked: (listener) => revocations.onRevoked(listener)
+    onSessionRevoked: (listener) => revocations.onRevoked(listener),
+    onRevokedBefore: (listener) => revocations.onEpoch(listener)
   }
   app.decorate('tokengate', api)
   app.decorate('authenticate', authenticate as onRequestHookHandler)

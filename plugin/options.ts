@@ -54,6 +54,9 @@ export const OptionsSchema = Type.Object({
   renewExpiredRefresh: Type.Boolean({ default: true }),
   maxSessionAge: Type.Union(DurationSchema.anyOf, { default: '30d' }),
   storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
+  // How long after the revocation feed last proved itself alive an instance still trusts its memory of
+  // revocations (then: a store round trip per authenticated request, failing closed).
+  revocationStalenessMs: Type.Integer({ default: 3750, minimum: 500 }),
   maxSessionsPerUser: Type.Optional(Type.Integer({ minimum: 1 })),
   // DPoP (RFC 9449): sender-constrained tokens; absent = off.
   dpop: Type.Optional(Type.Object({
@@ -153,6 +156,7 @@ export interface ResolvedOptions {
   renewExpiredRefresh: boolean
   maxSessionAgeMs: number
   storeTimeoutMs: number
+  revocationStalenessMs: number
   maxSessionsPerUser?: number
   dpop?: { required: boolean, algorithms: DpopAlgorithm[], proofMaxAgeMs: number, nonce: boolean, replay: 'store' | 'memory' }
   cookie: { domain?: string, secure: boolean }
@@ -241,7 +245,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
   if (typeof o.redis === 'string' && !/^rediss?:\/\//.test(o.redis)) throw new OptionError('redis', 'must be a redis:// or rediss:// URL')
   if (o.store !== undefined) {
     const s = o.store as unknown as Record<string, unknown>
-    const needed = ['create', 'rotate', 'renew', 'revoke', 'revokeAll', 'list', 'markRevoked', 'loadRevoked', 'isRevoked', 'subscribe', 'ping', 'close']
+    const needed = ['create', 'rotate', 'renew', 'revoke', 'revokeAll', 'list', 'markRevoked', 'loadRevoked', 'isRevoked', 'markEpoch', 'loadEpochs', 'epochOf', 'subscribe', 'ping', 'close']
     if (o.dpop !== undefined && o.dpop.replay !== 'memory') needed.push('claimProof')
     for (const m of needed) {
       if (typeof s?.[m] !== 'function') throw new OptionError('store', `must implement SessionStore (missing ${m}())`)
@@ -276,6 +280,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     renewExpiredRefresh: o.renewExpiredRefresh,
     maxSessionAgeMs,
     storeTimeoutMs: o.storeTimeoutMs,
+    revocationStalenessMs: o.revocationStalenessMs,
     maxSessionsPerUser: o.maxSessionsPerUser,
     dpop: o.dpop === undefined ? undefined : dpopOptions(o.dpop),
     cookie: o.cookie as ResolvedOptions['cookie'],

@@ -8,7 +8,7 @@ import {
 import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
 import type { Revocations } from './revocation.js'
 import type { SessionRecord, SessionStore, SessionTimes } from './store/index.js'
-import { hashRefreshId, newId, RESERVED_CLAIMS, type AccessPayload, type RefreshParts, type Tokens } from './tokens.js'
+import { hashRefreshId, issuedAtMs, newId, RESERVED_CLAIMS, type AccessPayload, type RefreshParts, type Tokens } from './tokens.js'
 
 export interface TokenPair {
   accessToken: string
@@ -46,12 +46,15 @@ export interface SessionInfo {
   current?: boolean
 }
 
+/** A verified access token, remembered until its exp: its identity and when it was issued (ms). */
+interface Verified { info: AuthInfo, until: number, issuedAt: number }
+
 const MAX_USER_AGENT = 256
 /** Verified access tokens remembered (oldest dropped first). */
 const VERIFIED_MAX = 10_000
 
 export class Sessions {
-  private readonly verified = new Map<string, { info: AuthInfo, until: number }>()
+  private readonly verified = new Map<string, Verified>()
 
   constructor (
     private readonly opts: ResolvedOptions,
@@ -63,12 +66,14 @@ export class Sessions {
     private readonly userStore = false
   ) {}
 
-  private times (now: number): SessionTimes {
+  /** The times a store operation on `userId`'s sessions needs; sessions started before the user's epoch are gone. */
+  private times (now: number, userId: string): SessionTimes {
     return {
       now,
       refreshTtlMs: this.opts.refreshTtlMs,
       maxSessionAgeMs: this.opts.maxSessionAgeMs,
-      extraMs: this.opts.accessTtlMs + this.opts.clockToleranceMs
+      extraMs: this.opts.accessTtlMs + this.opts.clockToleranceMs,
+      notBefore: this.revocations.notBefore(userId)
     }
   }
 
@@ -147,7 +152,7 @@ export class Sessions {
       roles,
       claims,
       ...(jkt !== undefined ? { jkt } : {})
-    }, this.times(now), { maxSessions: this.opts.maxSessionsPerUser }))
+    }, this.times(now, user.sub), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
     if (evicted.length > 0) {
@@ -180,7 +185,7 @@ export class Sessions {
     if (refreshClaims !== undefined) fresh = await this.userCallback('refreshClaims', () => refreshClaims(parts.userId, parts.sessionId))
     const presentedHash = hashRefreshId(parts.refreshId)
     const r = await this.stored('refresh', async () => await this.store.rotate({
-      ...this.times(now),
+      ...this.times(now, parts.userId),
       userId: parts.userId,
       sessionId: parts.sessionId,
       presentedHash,
@@ -222,7 +227,7 @@ export class Sessions {
     const successorId = this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex)
     const presentedHash = hashRefreshId(parts.refreshId)
     const r = await this.stored('renew', async () => await this.store.renew({
-      ...this.times(now),
+      ...this.times(now, parts.userId),
       userId: parts.userId,
       sessionId: parts.sessionId,
       presentedHash,
@@ -268,29 +273,31 @@ export class Sessions {
    * string until they expire, so a token seen before costs one Map lookup: no hashing, no JSON, no
    * AuthInfo rebuilt. Misses go to @fastify/jwt (fast-jwt, its own cache on).
    */
-  checkAccess (token: string): AuthInfo | 'expired' | 'invalid' {
+  private checkAccess (token: string): Verified | 'expired' | 'invalid' {
     const hit = this.verified.get(token)
     if (hit !== undefined) {
-      if (hit.until > Date.now()) return hit.info
+      if (hit.until > Date.now()) return hit
       this.verified.delete(token)
     }
     const r = this.tokens.verifyAccess(token)
     if (!r.ok) return r.expired ? 'expired' : 'invalid'
-    const info = this.authInfo(r.payload, token)
+    const entry = { info: this.authInfo(r.payload, token), until: r.payload.exp * 1000 + this.opts.clockToleranceMs, issuedAt: issuedAtMs(r.payload) }
     if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string)
-    this.verified.set(token, { info, until: r.payload.exp * 1000 + this.opts.clockToleranceMs })
-    return info
+    this.verified.set(token, entry)
+    return entry
   }
 
   /**
-   * The one access check (the token, then its session's revocation) behind verify() and the hook:
-   * synchronous while the revocation feed is up; a Promise while the store must be asked.
+   * The one access check (the token, then its session's revocation and its user's epochs) behind verify(),
+   * introspection and the hook: synchronous while the revocation feed is trusted; a Promise while the
+   * store must be asked.
    */
   authorize (token: string): AuthInfo | Error | Promise<AuthInfo | Error> {
-    const auth = this.checkAccess(token)
-    if (auth === 'expired') return new TokenExpiredError()
-    if (auth === 'invalid') return new TokenInvalidError()
-    const revoked = this.revocations.isRevoked(auth.sessionId)
+    const checked = this.checkAccess(token)
+    if (checked === 'expired') return new TokenExpiredError()
+    if (checked === 'invalid') return new TokenInvalidError()
+    const auth = checked.info
+    const revoked = this.revocations.isRevoked(auth.sessionId, auth.userId, checked.issuedAt)
     if (revoked === false) return auth
     if (revoked === true) return new TokenRevokedError()
     return revoked.then(
@@ -313,18 +320,34 @@ export class Sessions {
   }
 
   async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {
-    const gone = await this.stored('revoke', async () => await this.store.revoke(userId, [sessionId]))
+    const gone = await this.stored('revoke', async () => await this.store.revoke(userId, [sessionId], this.revocations.notBefore(userId)))
     if (gone.length === 0) return false
     await this.publish(gone, userId)
     await this.audit(this.opts.onRevoke, 'onRevoke', userId, sessionId, meta)
     return true
   }
 
+  /**
+   * Every session of a user: their records go, and one epoch for the user reaches every instance (no token of
+   * theirs issued before it is accepted), instead of one revocation per session. This instance's listeners
+   * hear of each session too.
+   */
   async revokeAll (userId: string, meta: AuditMeta = { reason: 'api' }): Promise<number> {
-    const gone = await this.stored('revokeAll', async () => await this.store.revokeAll(userId))
-    await this.publish(gone, userId)
-    for (const id of gone) await this.audit(this.opts.onRevoke, 'onRevoke', userId, id, meta)
+    const gone = await this.stored('revokeAll', async () => await this.store.revokeAll(userId, this.revocations.notBefore(userId)))
+    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(userId, Date.now()))
+    for (const id of gone) {
+      this.revocations.announce(id, userId)
+      await this.audit(this.opts.onRevoke, 'onRevoke', userId, id, meta)
+    }
     return gone.length
+  }
+
+  /**
+   * Every session of every user: one epoch for everybody reaches every instance; tokens issued before it are
+   * refused, sessions started before it are gone (each store operation drops them as it meets them).
+   */
+  async revokeEveryone (): Promise<void> {
+    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(undefined, Date.now()))
   }
 
   /** Logout of the session an access token names: revoked even if its record already went. */
@@ -340,11 +363,11 @@ export class Sessions {
 
   /** One live session's record, or undefined. */
   async record (userId: string, sessionId: string): Promise<SessionRecord | undefined> {
-    return (await this.stored('list', async () => await this.store.list(userId, Date.now()))).find(r => r.sessionId === sessionId)
+    return (await this.stored('list', async () => await this.store.list(userId, Date.now(), this.revocations.notBefore(userId)))).find(r => r.sessionId === sessionId)
   }
 
   async listSessions (userId: string, currentSessionId?: string): Promise<SessionInfo[]> {
-    const records = await this.stored('list', async () => await this.store.list(userId, Date.now()))
+    const records = await this.stored('list', async () => await this.store.list(userId, Date.now(), this.revocations.notBefore(userId)))
     return records.map(r => {
       const info: SessionInfo = {
         id: r.sessionId,

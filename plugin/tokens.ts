@@ -163,7 +163,7 @@ export class Tokens {
     for (const [k, v] of Object.entries(user.claims)) if (!RESERVED_CLAIMS.has(k)) payload[k] = v
     payload.sub = user.sub
     payload.sid = sessionId
-    payload.jti = random(12).toString('base64url')
+    payload.jti = tokenId(now)
     payload.iat = iat
     payload.exp = expSec
     payload.auth_time = Math.floor(authTimeMs / 1000)
@@ -238,6 +238,28 @@ export class Tokens {
   successorId (sessionId: string, refreshId: string, keyIndex = 0): string {
     return createHmac('sha256', this.refreshKeys[keyIndex].successor).update(`${sessionId}.${refreshId}`).digest('base64url').slice(0, 22)
   }
+}
+
+/**
+ * An access token's jti: its issue time in ms (6 bytes) and 9 random bytes, base64url (20 characters). JWT
+ * times are whole seconds; the epoch check ("not before", revokeAll / revokeEveryone) needs to tell a token
+ * issued just before the epoch from one issued just after it, in the same second.
+ */
+export function tokenId (nowMs: number): string {
+  const b = random(15)
+  b.writeUIntBE(nowMs, 0, 6)
+  return b.toString('base64url')
+}
+
+/** When an access token was issued (ms): from its jti when tokengate made it, else the start of its iat second. */
+export function issuedAtMs (payload: { jti?: unknown, iat: number }): number {
+  const jti = payload.jti
+  if (typeof jti === 'string' && jti.length === 20) {
+    const ms = Buffer.from(jti, 'base64url').readUIntBE(0, 6)
+    // Within the iat second it claims (a jti of another shape, or of another time, is not ours to read).
+    if (Math.floor(ms / 1000) === payload.iat) return ms
+  }
+  return payload.iat * 1000
 }
 
 function kidOf (token: string): string | undefined {

@@ -111,11 +111,28 @@ export interface RevocationEntry {
   until: number
 }
 
+/** A "not before" epoch: every token of the user (of everybody when userId is undefined) issued before `at` is refused. */
+export interface EpochEntry {
+  userId?: string
+  /** The epoch (ms). */
+  at: number
+  /** When the entry may be forgotten (ms): no token issued before `at` can still be accepted by then. */
+  until: number
+}
+
 export interface RevocationFeedHandlers {
   /** A session id revoked by any instance (including this one). */
   onRevoked: (sessionId: string) => void
+  /** An epoch set by any instance (including this one). */
+  onEpoch: (userId: string | undefined, at: number) => void
   /** The feed's connection went up (subscribed) or down. */
   onState: (up: boolean) => void
+  /**
+   * The feed proved that every revocation published before `at` (ms) has reached it (an answered PING sent at
+   * `at` on the subscribed connection). A feed that cannot miss a message (in-process) passes Infinity once.
+   * Without proofs an instance trusts its memory only for revocationStalenessMs after each load.
+   */
+  onAlive: (at: number) => void
 }
 
 export interface SessionStore {
@@ -137,6 +154,12 @@ export interface SessionStore {
   loadRevoked: (now: number) => Promise<RevocationEntry[]>
   /** Per-request check, used only while the feed is down. */
   isRevoked: (sessionId: string, now: number) => Promise<boolean>
+  /** Records an epoch for every instance (kept until `until`) and tells the feed. Idempotent; a later epoch wins. */
+  markEpoch: (entry: EpochEntry, now: number) => Promise<void>
+  /** Epochs still in force. */
+  loadEpochs: (now: number) => Promise<EpochEntry[]>
+  /** The latest epoch that applies to a user (theirs or everybody's; 0 for none): per request, while the feed is down. */
+  epochOf: (userId: string) => Promise<number>
   /** Subscribes to revocations; resolves once subscribed. */
   subscribe: (handlers: RevocationFeedHandlers) => Promise<void>
   /** DPoP replay memory: true the first time a proof id is claimed within `ttlMs`, shared by every instance. */

@@ -1,6 +1,6 @@
 // An in-process SessionStore: the same contract as the Redis store, for a single process.
 import type {
-  CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
+  CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
   SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
@@ -15,6 +15,7 @@ export class MemoryStore implements SessionStore {
   private readonly users = new Map<string, Map<string, Entry>>()
   private readonly revoked = new Map<string, number>()
   private readonly proofs = new Map<string, number>()
+  private readonly epochs = new Map<string | undefined, EpochEntry>()
   private readonly listeners = new Set<RevocationFeedHandlers>()
   private readonly timer: NodeJS.Timeout
   private readonly clock: () => number
@@ -43,6 +44,7 @@ export class MemoryStore implements SessionStore {
     }
     for (const [id, until] of this.revoked) if (until <= now) this.revoked.delete(id)
     for (const [id, until] of this.proofs) if (until <= now) this.proofs.delete(id)
+    for (const [id, e] of this.epochs) if (e.until <= now) this.epochs.delete(id)
   }
 
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
@@ -189,9 +191,27 @@ export class MemoryStore implements SessionStore {
     return (this.revoked.get(sessionId) ?? 0) > now
   }
 
+  async markEpoch (entry: EpochEntry, now: number): Promise<void> {
+    const known = this.epochs.get(entry.userId)
+    if (entry.until > now && (known === undefined || known.at < entry.at)) this.epochs.set(entry.userId, { ...entry })
+    for (const l of this.listeners) l.onEpoch(entry.userId, entry.at)
+  }
+
+  async loadEpochs (now: number): Promise<EpochEntry[]> {
+    return [...this.epochs.values()].filter(e => e.until > now).map(e => ({ ...e }))
+  }
+
+  async epochOf (userId: string): Promise<number> {
+    const now = this.clock()
+    const at = (e: EpochEntry | undefined): number => e !== undefined && e.until > now ? e.at : 0
+    return Math.max(at(this.epochs.get(userId)), at(this.epochs.get(undefined)))
+  }
+
   async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
     this.listeners.add(handlers)
     handlers.onState(true)
+    // In-process: the feed cannot miss a message.
+    handlers.onAlive(Number.POSITIVE_INFINITY)
   }
 
   async ping (): Promise<boolean> {

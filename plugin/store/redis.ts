@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { Cluster, Redis } from 'ioredis'
 import type {
-  CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
+  CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
   RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
@@ -19,10 +19,12 @@ export interface RedisStoreOptions {
   keyPrefix?: string
   /** Bound on every store call in ms; default 1000. */
   timeoutMs?: number
+  /** A feed connection that answers nothing for this long (ms) is replaced; default 3750 (revocationStalenessMs). */
+  stalenessMs?: number
 }
 
 /** How often the revocation feed's connection proves it is alive. */
-const HEARTBEAT_MS = 500
+const HEARTBEAT_MS = 250
 
 const LUA_DIR = new URL('./lua/', import.meta.url)
 const lua = (name: string): string => readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
@@ -37,7 +39,8 @@ const SCRIPTS = {
   tokengate3Renew: { numberOfKeys: 2, lua: session('renew') },
   tokengate3Revoke: { numberOfKeys: 2, lua: session('revoke') },
   tokengate3RevokeAll: { numberOfKeys: 2, lua: session('revoke-all') },
-  tokengate2MarkRevoked: { numberOfKeys: 1, lua: lua('mark-revoked') }
+  tokengate2MarkRevoked: { numberOfKeys: 1, lua: lua('mark-revoked') },
+  tokengate3MarkEpoch: { numberOfKeys: 1, lua: lua('mark-epoch') }
 } as const
 
 /**
@@ -103,7 +106,10 @@ export class RedisStore implements SessionStore {
   private readonly selfBounded: boolean
   private readonly prefix: string
   private readonly timeoutMs: number
+  private readonly stalenessMs: number
   private readonly revokedKey: string
+  private readonly epochsKey: string
+  private readonly everyoneKey: string
   readonly channel: string
   private subscriber?: Client
   private heartbeat?: NodeJS.Timeout
@@ -111,6 +117,7 @@ export class RedisStore implements SessionStore {
   constructor (opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'tg'
     this.timeoutMs = opts.timeoutMs ?? 1000
+    this.stalenessMs = opts.stalenessMs ?? 3750
     this.owned = typeof opts.redis === 'string'
     this.client = typeof opts.redis === 'string'
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
@@ -121,6 +128,8 @@ export class RedisStore implements SessionStore {
       if (typeof (this.client as unknown as Record<string, unknown>)[name] !== 'function') this.client.defineCommand(name, def)
     }
     this.revokedKey = `${this.prefix}:revoked`
+    this.epochsKey = `${this.prefix}:epochs`
+    this.everyoneKey = `${this.prefix}:epoch`
     this.channel = `${this.prefix}:revocations`
   }
 
@@ -298,6 +307,33 @@ export class RedisStore implements SessionStore {
     return out
   }
 
+  async markEpoch (e: EpochEntry, now: number): Promise<void> {
+    const everyone = e.userId === undefined
+    await this.bounded(this.scripts.tokengate3MarkEpoch(everyone ? this.everyoneKey : this.epochsKey, this.channel, now, everyone ? 'everyone' : 'user', e.at, e.until, e.userId ?? ''))
+  }
+
+  async loadEpochs (now: number): Promise<EpochEntry[]> {
+    const [users, everyone, pexpire] = await Promise.all([
+      this.bounded(this.client.zrange(this.epochsKey, 0, -1, 'WITHSCORES')),
+      this.bounded(this.client.get(this.everyoneKey)),
+      this.bounded(this.client.pexpiretime(this.everyoneKey))
+    ])
+    const out: EpochEntry[] = []
+    // A user's entry is useful for the access TTL after its epoch; the set is trimmed on write.
+    const keepUntil = await this.bounded(this.client.pexpiretime(this.epochsKey))
+    for (let i = 0; i < users.length; i += 2) out.push({ userId: users[i], at: Number(users[i + 1]), until: Number(keepUntil) })
+    if (everyone !== null) out.push({ at: Number(everyone), until: Number(pexpire) })
+    return out.filter(e => e.until < 0 || e.until > now)
+  }
+
+  async epochOf (userId: string): Promise<number> {
+    const [user, everyone] = await Promise.all([
+      this.bounded(this.client.zscore(this.epochsKey, userId)),
+      this.bounded(this.client.get(this.everyoneKey))
+    ])
+    return Math.max(user === null ? 0 : Number(user), everyone === null ? 0 : Number(everyone))
+  }
+
   async claimProof (id: string, ttlMs: number): Promise<boolean> {
     return (await this.bounded(this.client.set(`${this.prefix}:dpop:${id}`, '1', 'PX', ttlMs, 'NX'))) === 'OK'
   }
@@ -311,65 +347,66 @@ export class RedisStore implements SessionStore {
     // A connection of its own: a subscribed connection can run no other command.
     const sub: Client = this.client instanceof Cluster
       ? this.client.duplicate()
-      // No command timeout: the heartbeat bounds its own PING (and would read an ioredis timeout as a miss).
+      // No command timeout: the heartbeat judges its own PINGs (and would read an ioredis timeout as a miss).
       : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
     this.subscriber = sub
     if (sub instanceof Redis) keepConnected(sub)
     let subscribed = false
     const down = (): void => {
+      if (!subscribed) return
       subscribed = false
       handlers.onState(false)
     }
     sub.on('error', () => { /* the feed reports down on close; reconnects by itself */ })
-    // The proof of life: a PING on the subscriber's own connection. A Cluster subscribes through a
-    // connection of its own choosing, which a PING on the Cluster would not reach: there the proof is a
-    // message this instance publishes to a channel of its own and hears back through the subscription.
+    // The proof of life: PINGs on the subscriber's own connection, answered in order after every message
+    // published before them. A Cluster subscribes through a connection of its own choosing, which a PING on
+    // the Cluster would not reach: there the proof is a message this instance publishes to a channel of its
+    // own and hears back through the subscription.
     const cluster = sub instanceof Cluster
     const probeChannel = `${this.channel}:alive:${randomBytes(8).toString('hex')}`
-    let heard: (() => void) | undefined
     sub.on('message', (channel: string, message: string) => {
-      if (channel === this.channel) handlers.onRevoked(message)
-      else if (channel === probeChannel) heard?.()
+      if (channel === this.channel) this.feedMessage(message, handlers)
+      else if (channel === probeChannel) {
+        const at = Number(message)
+        if (subscribed && Number.isFinite(at)) { answeredAt = Date.now(); handlers.onAlive(at) }
+      }
     })
-    const probe = async (): Promise<unknown> => cluster
-      ? await new Promise<void>((resolve, reject) => {
-        heard = resolve
-        this.client.publish(probeChannel, '1').catch(reject)
-      })
-      : await sub.ping()
+    let answeredAt = Date.now()
+    const probe = (): void => {
+      const at = Date.now()
+      if (cluster) {
+        this.client.publish(probeChannel, String(at)).catch(() => { /* a miss: the staleness bound decides */ })
+      } else {
+        (sub as Redis).ping().then(() => {
+          if (!subscribed) return
+          answeredAt = Date.now()
+          handlers.onAlive(at)
+        }, () => {})
+      }
+    }
     const up = async (): Promise<void> => {
       try {
         await this.bounded(cluster ? sub.subscribe(this.channel, probeChannel) : sub.subscribe(this.channel), true)
         subscribed = true
+        answeredAt = Date.now()
         handlers.onState(true)
       } catch {
         down()
       }
     }
     sub.on('close', down)
-    // A connection can go silent without closing (a partition that holds bytes and resets nothing): the
-    // feed proves it is alive every HEARTBEAT_MS, answered within timeoutMs. A miss counts the feed as
-    // down and starts a fresh connection, whose 'ready' subscribes (and reloads revocations) again.
-    let probing = false
+    // Every HEARTBEAT_MS a probe, without waiting for the previous one: after a stall (Redis paused, or busy)
+    // the answers arrive together and the latest proves the feed alive up to the stall's end. A connection
+    // that has answered nothing for the staleness bound is presumed dead (a partition that holds bytes and
+    // resets nothing) and replaced; the new one subscribes and reloads the revocations.
     this.heartbeat = setInterval(() => {
-      if (!subscribed || probing) return
-      probing = true
-      let answered = false
-      const timer = setTimeout(() => {
-        // Checked after the poll phase, so a reply that arrived while this process was busy counts.
-        setImmediate(() => {
-          probing = false
-          if (answered || !subscribed) return
-          down()
-          sub.disconnect(true)
-        })
-      }, this.timeoutMs)
-      timer.unref()
-      probe().then(() => {
-        answered = true
-        probing = false
-        clearTimeout(timer)
-      }, () => {})
+      if (!subscribed) return
+      if (Date.now() - answeredAt > this.stalenessMs) {
+        down()
+        sub.disconnect(true)
+        return
+      }
+      probe()
     }, HEARTBEAT_MS)
     this.heartbeat.unref()
     // Resolves once subscribed (or after timeoutMs; the feed then comes up when Redis does).
@@ -379,6 +416,20 @@ export class RedisStore implements SessionStore {
       sub.on('ready', ready)
       if (sub.status === 'ready') ready()
     })
+  }
+
+  /** A message on the revocation channel: a session id, or an epoch ('~u:<at>:<userId>', '~*:<at>'). */
+  private feedMessage (message: string, handlers: RevocationFeedHandlers): void {
+    if (message.startsWith('~u:')) {
+      const colon = message.indexOf(':', 3)
+      const at = Number(message.slice(3, colon))
+      if (colon > 3 && Number.isFinite(at)) handlers.onEpoch(message.slice(colon + 1), at)
+    } else if (message.startsWith('~*:')) {
+      const at = Number(message.slice(3))
+      if (Number.isFinite(at)) handlers.onEpoch(undefined, at)
+    } else {
+      handlers.onRevoked(message)
+    }
   }
 
   async ping (): Promise<boolean> {

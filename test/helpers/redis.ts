@@ -49,8 +49,8 @@ export interface OwnRedis {
   stop: () => Promise<void>
 }
 
-/** A redis-server of the test's own, on a free port, for tests that kill or inspect a whole server. */
-export async function startOwnRedis (): Promise<OwnRedis> {
+/** A redis-server of the test's own, on a free port, for tests that kill or inspect a whole server; `args` are added to its command line. */
+export async function startOwnRedis (args: string[] = []): Promise<OwnRedis> {
   if (!hasRedisServer()) throw new Error('this test needs redis-server on PATH (apt-get install redis-server)')
   const port = await freePort()
   const url = `redis://127.0.0.1:${port}`
@@ -60,7 +60,7 @@ export async function startOwnRedis (): Promise<OwnRedis> {
     url,
     port,
     async start () {
-      child = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
+      child = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], { stdio: 'ignore' }))
       const deadline = Date.now() + 5000
       while (!await answers(url)) {
         if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`)
@@ -208,4 +208,10 @@ export async function keysUnder (client: Redis, prefix: string): Promise<string[
     out.push(...keys)
   } while (cursor !== '0')
   return out.sort()
+}
+
+/** revokeAll's one entry in Redis: the user's epoch (ms) in <prefix>:epochs, or null. */
+export async function userEpoch (client: Pick<Redis, 'zscore'>, prefix: string, userId: string): Promise<number | null> {
+  const score = await client.zscore(`${prefix}:epochs`, userId)
+  return score === null ? null : Number(score)
 }

@@ -6,7 +6,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import t from 'tap'
 import { buildApp, SECRET } from '../helpers/app.js'
-import { keysUnder, legacyIndexKey, legacyRecordKey, readSession, readSessions, sessionsKey } from '../helpers/redis.js'
+import { keysUnder, legacyIndexKey, legacyRecordKey, readSession, readSessions, sessionsKey, userEpoch } from '../helpers/redis.js'
 import { craftAccessToken, refreshParts } from '../helpers/tokens.js'
 
 const ACCESS_MS = 600_000
@@ -173,8 +173,9 @@ t.test('logout-all of a user with two 0.1 sessions: everything of theirs is gone
   const out = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(one.accessToken) })
   t.equal(out.statusCode, 204, out.body)
   t.same(await keysUnder(redis, `${prefix}:{u-bob}`), [], 'no key of bob is left, old or new')
+  t.not(await userEpoch(redis, prefix, 'u-bob'), null, 'one epoch entry for bob instead')
   for (const s of [one, two]) {
-    t.not(await redis.zscore(`${prefix}:revoked`, s.sessionId), null, 'the session is in <prefix>:revoked')
+    t.equal(await redis.zscore(`${prefix}:revoked`, s.sessionId), null, 'logout-all writes no entry per session')
     t.equal((await app.inject({ url: '/me', headers: bearer(s.accessToken) })).json().code, 'TOKENGATE_TOKEN_REVOKED', 'its access token is refused')
     t.equal((await refresh(app, s.refreshToken)).json().code, 'TOKENGATE_REFRESH_INVALID', 'its tgr1 refresh token is refused')
   }

@@ -90,13 +90,36 @@ t.test('logout on A: the listener fires once on A and once on B', async t => {
   await heardOnce(t, ctx, [s.sessionId])
 })
 
-t.test('logout-all on A: once per revoked session, on both instances', async t => {
+t.test('logout-all on A: A hears of each session; both hear of one epoch for the user (onRevokedBefore)', async t => {
   const ctx = await twoInstances(t)
+  const epochs: Record<'A' | 'B', Array<[string | undefined, number]>> = { A: [], B: [] }
+  ctx.A.app.tokengate.onRevokedBefore((userId, before) => { epochs.A.push([userId, before]) })
+  ctx.B.app.tokengate.onRevokedBefore((userId, before) => { epochs.B.push([userId, before]) })
   const one = await login(ctx.A.app)
   const two = await login(ctx.B.app)
+  const before = Date.now()
   const out = await ctx.A.app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(one.accessToken) })
+  const after = Date.now()
   t.equal(out.statusCode, 204, out.body)
-  await heardOnce(t, ctx, [one.sessionId, two.sessionId])
+  t.same(sorted(ctx.heard(ctx.A)), sorted([[one.sessionId, 'u-alice'], [two.sessionId, 'u-alice']]), 'A (which revoked) heard of each session at once, with the user id')
+  t.equal(epochs.A.length, 1, 'A heard of the epoch at once')
+  t.equal(epochs.A[0]?.[0], 'u-alice')
+  t.ok(epochs.A[0][1] >= before && epochs.A[0][1] <= after, 'the epoch is the time of the logout-all')
+  t.ok(await until(() => epochs.B.length > 0), 'B heard of the epoch through its feed')
+  await ctx.settle()
+  t.same(epochs.B, epochs.A, 'B heard of the same epoch, exactly once')
+  t.same(ctx.heard(ctx.B), [], 'and of no single session: one entry for the user, whatever the number of sessions')
+})
+
+t.test('revokeEveryone on A: both instances hear of one epoch for everybody', async t => {
+  const ctx = await twoInstances(t)
+  const heardB: Array<[string | undefined, number]> = []
+  ctx.B.app.tokengate.onRevokedBefore((userId, before) => { heardB.push([userId, before]) })
+  const before = Date.now()
+  await ctx.A.app.tokengate.revokeEveryone()
+  t.ok(await until(() => heardB.length > 0), 'B heard of it')
+  t.equal(heardB[0][0], undefined, 'no user: everybody')
+  t.ok(heardB[0][1] >= before && heardB[0][1] <= Date.now(), 'the epoch is the time of the call')
 })
 
 t.test('DELETE /auth/sessions/:id on A: once for the deleted session, on both instances', async t => {

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { buildApp, login, sleep } from '../helpers/app.js'
-import { readSession, readSessions, sessionsKey } from '../helpers/redis.js'
+import { readSession, readSessions, sessionsKey, userEpoch } from '../helpers/redis.js'
 
 const ACCESS_WINDOW_MS = 600_000 // default access TTL (10m) + default clock tolerance (0)
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -112,8 +112,12 @@ t.test('logout-all on A revokes every session of the user on both instances, oth
     t.ok(delay >= 0, 'B rejects the token within 2 s')
     t.equal(res.json().code, 'TOKENGATE_TOKEN_REVOKED')
     t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'record deleted')
-    await assertRevokedEntry(t, redis, prefix, pair.sessionId, before, after)
+    t.equal(await redis.zscore(`${prefix}:revoked`, pair.sessionId), null, 'no entry per session: one epoch for the user instead')
   }
+  const epoch = await userEpoch(redis, prefix, 'u-alice')
+  t.ok(epoch !== null && epoch >= before && epoch <= after, `alice's epoch in ${prefix}:epochs is the time of the logout-all`)
+  const pttl = await redis.pttl(`${prefix}:epochs`)
+  t.ok(pttl > 0 && pttl <= 600_000 + after - before, `${prefix}:epochs expires an access TTL after its latest epoch (pttl ${pttl})`)
   t.equal(await redis.exists(sessionsKey(prefix, 'u-alice')), 0, 'alice\'s key deleted')
 
   // bob is untouched, on both instances and in Redis.
@@ -125,6 +129,7 @@ t.test('logout-all on A revokes every session of the user on both instances, oth
   t.same(Object.keys(await readSessions(redis, prefix, 'u-bob') ?? {}), [bob.sessionId], "bob's session kept")
   t.ok(await redis.pttl(sessionsKey(prefix, 'u-bob')) > 0, "bob's key still expires")
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not in the revoked set')
+  t.equal(await userEpoch(redis, prefix, 'u-bob'), null, 'bob has no epoch')
   const r = await b.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: bob.refreshToken } })
   t.equal(r.statusCode, 200, "bob's refresh token still works")
 })
@@ -192,6 +197,7 @@ t.test('DELETE /auth/sessions/:id of an unknown id or of another user\'s session
   t.same(await redis.getBuffer(bobKey), bobBefore, "bob's key unchanged, byte for byte")
   t.ok(await redis.pttl(bobKey) > 0, "bob's key still expires")
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not in the revoked set')
+  t.equal(await userEpoch(redis, prefix, 'u-bob'), null, 'bob has no epoch')
   await sleep(50) // give a (wrong) pub/sub message time to arrive
   for (const app of [a, b]) t.equal((await me(app, bob.accessToken)).statusCode, 200, "bob's token still works")
   t.equal((await me(a, alice.accessToken)).statusCode, 200, "the caller's token still works")

@@ -3,7 +3,7 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep, USERS } from '../helpers/app.js'
-import { keysUnder, readSession, readSessions, sessionsKey } from '../helpers/redis.js'
+import { keysUnder, readSession, readSessions, sessionsKey, userEpoch } from '../helpers/redis.js'
 import { hashOf as refreshHash } from '../helpers/tokens.js'
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
@@ -128,12 +128,16 @@ t.test('POST /auth/logout-all → 204, every session of the user gone, other use
   t.same(await keysUnder(redis, `${prefix}:{u-alice}`), [sessionsKey(prefix, 'u-alice')], 'one key for alice before')
   t.equal(Object.keys(await readSessions(redis, prefix, 'u-alice') ?? {}).length, 3, 'holding her three sessions')
 
+  const before = Date.now()
   const res = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(a2.accessToken) })
+  const after = Date.now()
   t.equal(res.statusCode, 204, res.body)
+  const epoch = await userEpoch(redis, prefix, 'u-alice')
+  t.ok(epoch !== null && epoch >= before && epoch <= after, 'one entry for alice in <prefix>:epochs: the time of the logout-all')
 
   t.same(await keysUnder(redis, `${prefix}:{u-alice}`), [], 'no keys left under <prefix>:{u-alice}')
   for (const s of [a1, a2, a3]) {
-    t.not(await redis.zscore(`${prefix}:revoked`, s.sessionId), null, 'sid in <prefix>:revoked')
+    t.equal(await redis.zscore(`${prefix}:revoked`, s.sessionId), null, 'no entry per session in <prefix>:revoked')
     const me = await app.inject({ url: '/me', headers: bearer(s.accessToken) })
     t.equal(me.statusCode, 401)
     t.equal(me.json().code, 'TOKENGATE_TOKEN_REVOKED')
@@ -144,6 +148,7 @@ t.test('POST /auth/logout-all → 204, every session of the user gone, other use
 
   t.same(await redis.getBuffer(sessionsKey(prefix, 'u-bob')), bobBefore, 'bob\'s key untouched')
   t.equal(await redis.zscore(`${prefix}:revoked`, bob.sessionId), null, 'bob not revoked')
+  t.equal(await userEpoch(redis, prefix, 'u-bob'), null, 'bob has no epoch')
   t.equal((await app.inject({ url: '/me', headers: bearer(bob.accessToken) })).statusCode, 200)
 
   const anon = await app.inject({ method: 'POST', url: '/auth/logout-all' })

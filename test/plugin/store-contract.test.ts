@@ -644,7 +644,9 @@ function contract (name: string, factory: Factory): void {
       const other = await h.peer()
       const states: boolean[] = []
       const got: string[] = []
-      await h.store.subscribe({ onRevoked: id => got.push(id), onState: up => states.push(up) })
+      const epochs: Array<[string | undefined, number]> = []
+      const proofs: number[] = []
+      await h.store.subscribe({ onRevoked: id => got.push(id), onState: up => states.push(up), onEpoch: (u, at) => epochs.push([u, at]), onAlive: at => proofs.push(at) })
       // "resolves once subscribed": onState(true) has been called, and a revocation published right after arrives
       t.same(states, [true], 'onState(true) called by the time subscribe() resolved')
       const a = id()
@@ -663,6 +665,40 @@ function contract (name: string, factory: Factory): void {
       t.ok(got.includes(c), 'a later revocation arrives too')
       t.equal(await h.store.isRevoked(a, Date.now()), true, 'and they are in the shared set')
       t.ok(await h.store.ping(), 'ping')
+      // epochs of another instance arrive as such, a user's and everybody's
+      const user = 'u-' + id() + ':with:colons'
+      const at = Date.now()
+      await other.markEpoch({ userId: user, at, until: at + 60_000 }, at)
+      await other.markEpoch({ at: at + 1, until: at + 3_600_000 }, at)
+      const deadline3 = Date.now() + 2000
+      while (epochs.length < 2 && Date.now() < deadline3) await sleep(10)
+      t.same(epochs, [[user, at], [undefined, at + 1]], 'onEpoch: the user (colons and all), then everybody')
+      // the feed proves itself alive: a proof no older than a few heartbeats, or once Infinity (in-process)
+      const deadline4 = Date.now() + 2000
+      while (proofs.length === 0 && Date.now() < deadline4) await sleep(10)
+      t.ok(proofs.length > 0 && (proofs.includes(Number.POSITIVE_INFINITY) || Date.now() - Math.max(...proofs) < 2000), 'onAlive: the feed proved itself alive')
+    })
+
+    t.test('markEpoch / loadEpochs / epochOf: the latest of a user\'s and everybody\'s', async t => {
+      const { store } = await factory(t)
+      const now = Date.now()
+      const u1 = 'u-' + id()
+      const u2 = 'u-' + id()
+      t.equal(await store.epochOf(u1), 0, 'no epoch: 0')
+      await store.markEpoch({ userId: u1, at: now - 10, until: now + 60_000 }, now)
+      t.equal(await store.epochOf(u1), now - 10, 'the user\'s epoch')
+      t.equal(await store.epochOf(u2), 0, 'another user\'s is none')
+      await store.markEpoch({ userId: u1, at: now - 20, until: now + 60_000 }, now)
+      t.equal(await store.epochOf(u1), now - 10, 'an earlier epoch does not move it back')
+      await store.markEpoch({ at: now - 5, until: now + 3_600_000 }, now)
+      t.equal(await store.epochOf(u1), now - 5, 'everybody\'s, later than the user\'s, wins')
+      t.equal(await store.epochOf(u2), now - 5, 'and applies to every user')
+      await store.markEpoch({ userId: u1, at: now, until: now + 60_000 }, now)
+      t.equal(await store.epochOf(u1), now, 'a later user epoch wins over an older global one (the latest of both)')
+      await store.markEpoch({ at: now - 100, until: now + 3_600_000 }, now)
+      t.equal(await store.epochOf(u2), now - 5, 'an earlier global epoch does not move it back')
+      const loaded = await store.loadEpochs(now)
+      t.same(loaded.map(e => [e.userId, e.at]).sort(), [[u1, now], [undefined, now - 5]].sort(), 'loadEpochs: the epochs in force')
     })
   })
 }
