@@ -1,11 +1,14 @@
-// Proxied WebSockets of a session end with it: when a session is revoked (logout, logout-all, a deleted
-// session, reuse detection, a session limit) on any instance, the instance holding its sockets closes them
-// with 1008 "session revoked" (RFC 6455 §7.4.1: policy violation), upstream side included.
+// Proxied WebSockets of a session end with it: when a session is revoked (logout, a deleted session, reuse
+// detection, a session limit; logout-all / revokeAll and revokeEveryone, which reach other instances as one
+// epoch) on any instance, the instance holding its sockets closes them with 1008 "session revoked" (RFC 6455
+// §7.4.1: policy violation), upstream side included.
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 
 export const REVOKED_CLOSE = { code: 1008, reason: 'session revoked' } as const
+
+interface Owner { sessionId: string, userId: string, token: string }
 
 export interface SocketRegistry {
   /** Notes the session of an authenticated upgrade request (before the proxy opens its sockets). */
@@ -19,8 +22,9 @@ export interface SocketRegistry {
 export function socketRegistry (app: FastifyInstance): SocketRegistry {
   // The upgrade's network socket → its session; ws keeps the same socket as `_socket` (ws has no public
   // accessor for it, and the proxy's hooks do not pass the request).
-  const pending = new WeakMap<Socket, { sessionId: string, token: string }>()
+  const pending = new WeakMap<Socket, Owner>()
   const bySession = new Map<string, Set<WebSocket>>()
+  const owners = new Map<WebSocket, Owner>()
   let size = 0
 
   function closeAll (sessionId: string): void {
@@ -29,14 +33,28 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
     bySession.delete(sessionId)
     for (const ws of sockets) ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
   }
-  let unsubscribe: (() => void) | undefined
-  app.addHook('onReady', async () => { unsubscribe = app.tokengate.onSessionRevoked(closeAll) })
-  app.addHook('onClose', async () => { unsubscribe?.() })
+  /** Closes a socket whose token is refused now (revoked, or issued before an epoch). */
+  function recheck (ws: WebSocket, owner: Owner): void {
+    app.tokengate.verify(owner.token).catch((err: { code?: string }) => {
+      if (err.code === 'TOKENGATE_TOKEN_REVOKED') ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
+    })
+  }
+
+  // revokeAll (a user) or revokeEveryone (userId undefined): the sockets of the tokens issued before the epoch.
+  function closeBefore (userId: string | undefined): void {
+    for (const [ws, owner] of owners) if (userId === undefined || owner.userId === userId) recheck(ws, owner)
+  }
+
+  const unsubscribe: Array<() => void> = []
+  app.addHook('onReady', async () => {
+    unsubscribe.push(app.tokengate.onSessionRevoked(closeAll), app.tokengate.onRevokedBefore(closeBefore))
+  })
+  app.addHook('onClose', async () => { for (const off of unsubscribe) off() })
 
   return {
     note (request) {
       const auth = request.auth
-      if (auth !== null) pending.set(request.raw.socket, { sessionId: auth.sessionId, token: auth.token })
+      if (auth !== null) pending.set(request.raw.socket, { sessionId: auth.sessionId, userId: auth.userId, token: auth.token })
     },
     onConnect (_context, source) {
       const socket = (source as unknown as { _socket?: Socket })._socket
@@ -46,17 +64,17 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
       let sockets = bySession.get(owner.sessionId)
       if (sockets === undefined) bySession.set(owner.sessionId, (sockets = new Set()))
       sockets.add(source)
+      owners.set(source, owner)
       size++
       source.once('close', () => {
         size--
+        owners.delete(source)
         const set = bySession.get(owner.sessionId)
         set?.delete(source)
         if (set?.size === 0) bySession.delete(owner.sessionId)
       })
       // Revoked while the upstream was connecting: the revocation found no socket to close then.
-      app.tokengate.verify(owner.token).catch((err: { code?: string }) => {
-        if (err.code === 'TOKENGATE_TOKEN_REVOKED') closeAll(owner.sessionId)
-      })
+      recheck(source, owner)
     },
     get size () { return size }
   }

@@ -288,4 +288,17 @@ t.test('a revoked session\'s WebSockets are closed (1008 "session revoked") on w
   t.equal(all.status, 204)
   t.same(await goneB, { code: 1008, reason: 'session revoked' }, 'logout-all closes the socket on B')
   t.same(await goneBystander, { code: 1008, reason: 'session revoked' }, 'and the one on A')
+
+  // revokeEveryone on A closes every socket on B; a socket opened after it stays.
+  const [p1, p2] = [await login(b.http), await login(b.http)]
+  const s1 = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${p1.accessToken}` })
+  const s2 = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${p2.accessToken}` })
+  const [g1, g2] = [closed(s1), closed(s2)]
+  await a.app.tokengate.revokeEveryone()
+  t.same(await g1, { code: 1008, reason: 'session revoked' }, 'revokeEveryone closes a socket on B')
+  t.same(await g2, { code: 1008, reason: 'session revoked' }, 'and another session\'s')
+  const later = await login(b.http)
+  const s3 = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${later.accessToken}` })
+  s3.send('after?')
+  t.equal((await nextMessage(s3)).data.toString(), 'after?', 'a socket of a login after it works')
 })
