@@ -16,6 +16,9 @@ const USAGE = `usage:
   tokengate [--config FILE]              run the gateway (config: --config, else TOKENGATE_CONFIG, else ./gateway.config.json)
   tokengate keygen [--eddsa [--kid KID]]  print a 64-byte hex secret, or an EdDSA key for tokens.keys
   tokengate hash-password [PASSWORD]      print a scrypt hash for the users file (the password from stdin if not given)
+  tokengate sessions list <userId> [--config FILE]                one JSON line per live session of the user
+  tokengate sessions revoke <userId> [<sessionId>] [--config FILE] revoke one session, or every session of the user
+  tokengate sessions revoke-everyone [--config FILE]              revoke every session of every user
   tokengate --version | --help`
 
 /** A command line tokengate does not understand: usage on stderr, exit 64 (EX_USAGE). */
@@ -72,6 +75,35 @@ export async function startGateway (args: string[], env: NodeJS.ProcessEnv = pro
   return app
 }
 
+/** `tokengate sessions …` (see sessions-cli.ts): prints its lines, returns the exit code. */
+async function sessions (args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args
+  const arity: Record<string, [number, number]> = { list: [1, 1], revoke: [1, 2], 'revoke-everyone': [0, 0] }
+  if (sub === undefined || !(sub in arity)) throw new UsageError(sub === undefined ? 'sessions needs a command: list, revoke or revoke-everyone' : `'sessions ${sub}' is not a command`)
+  const [min, max] = arity[sub]
+  const { values, positionals } = parse(rest, { config: { type: 'string', short: 'c' } }, max)
+  if (positionals.length < min) throw new UsageError(`sessions ${sub} needs ${sub === 'list' ? '<userId>' : '<userId> [<sessionId>]'}`)
+  if (positionals.some(p => p === '')) throw new UsageError('an empty user or session id')
+  const file = configPath(values.config === undefined ? [] : ['--config', values.config as string], env)
+  const [{ loadConfigFile }, { runSessionsCommand }] = await Promise.all([import('./config.js'), import('./sessions-cli.js')])
+  const config = loadConfigFile(file, env)
+  if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }
+  let out
+  try {
+    out = await runSessionsCommand(config, sub as 'list' | 'revoke' | 'revoke-everyone', positionals)
+  } catch (err) {
+    // Not "no such session" (1): an unexpected failure is EX_SOFTWARE. A config problem is the caller's (78).
+    if ((err as Error).name === 'ConfigError' || (err as Error).name === 'TokengateOptionError') throw err
+    process.stderr.write(`tokengate: sessions ${sub} failed: ${(err as Error).message}\n`)
+    return 70
+  }
+  for (const l of out.lines) process.stdout.write(l + '\n')
+  if (out.message !== undefined) process.stderr.write(`tokengate: ${out.message}\n`)
+  return out.code
+}
+
+let exitWhenDone = false
+
 export async function main (args: string[]): Promise<void> {
   const [command, ...rest] = args
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -95,13 +127,21 @@ export async function main (args: string[]): Promise<void> {
     process.stdout.write(await hashPasswordCommand(positionals[0]) + '\n')
     return
   }
+  if (command === 'sessions') {
+    process.exitCode = await sessions(rest, process.env)
+    // Done: ioredis may keep a reconnect timer of a client that never connected for a second or two.
+    exitWhenDone = true
+    return
+  }
   if (command !== undefined && !command.startsWith('-')) throw new UsageError(`'${command}' is not a command`)
   await startGateway(args)
 }
 
 const invoked = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
 if (invoked) {
-  main(process.argv.slice(2)).catch((err: Error) => {
+  main(process.argv.slice(2)).then(() => {
+    if (exitWhenDone) process.stdout.write('', () => process.exit())
+  }, (err: Error) => {
     // One line naming the problem (a config error names its field); never a token or a secret.
     if (err instanceof UsageError) {
       process.stderr.write(`tokengate: ${err.message}\n${USAGE}\n`)
