@@ -9,6 +9,7 @@ import { buildHook } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerOAuth } from './oauth.js'
+import { describeSecuritySchemes } from './openapi.js'
 import { registerRoutes } from './routes.js'
 import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
@@ -114,7 +115,10 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A
   // policy that does not check out closes its route and makes app.ready() fail, naming the route.
   const badPolicies: string[] = []
+  // While tokengate declares its own routes: those naming a security scheme describe it to @fastify/swagger.
+  let declaringOwn = false
   app.addHook('onRoute', (route) => {
+    if (declaringOwn && route.schema?.security !== undefined) route.config = { ...route.config, swaggerTransform: describeSecuritySchemes } as typeof route.config
     if (route.config === undefined || !('auth' in route.config) || route.config.auth === undefined) return
     const checked = checkPolicy(route.config.auth)
     let guard
@@ -135,6 +139,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 
   app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
 
+  declaringOwn = true
   if (opts.routes !== undefined) {
     registerRoutes(app, { ...opts, routes: opts.routes }, sessions, tokenTransport, dpop)
     const oauth = opts.routes.oauth
@@ -150,6 +155,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
       }
     }
   }
+  declaringOwn = false
 }
 
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
