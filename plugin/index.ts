@@ -59,6 +59,9 @@ declare module 'fastify' {
   }
 }
 
+/** Marks the config of a route whose policy the onRoute hook installed. */
+const kPolicyHeld = Symbol('tokengate.policyHeld')
+
 async function tokengate (app: FastifyInstance, options: TokengateOptions): Promise<void> {
   const opts = resolveOptions(options)
 
@@ -113,17 +116,23 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorate('authenticate', authenticate as onRequestHookHandler)
 
   // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A
-  // policy that does not check out closes its route and makes app.ready() fail, naming the route.
+  // policy that does not check out closes its route and makes app.ready() fail, naming the route (once:
+  // not again for the HEAD route Fastify adds beside a GET).
   const badPolicies: string[] = []
+  const reported = new Set<string>()
   // While tokengate declares its own routes: those naming a security scheme describe it to @fastify/swagger.
   let declaringOwn = false
   app.addHook('onRoute', (route) => {
     if (declaringOwn && route.schema?.security !== undefined) route.config = { ...route.config, swaggerTransform: describeSecuritySchemes } as typeof route.config
     if (route.config === undefined || !('auth' in route.config) || route.config.auth === undefined) return
+    // The route's policy is held here: the late-policy hook below leaves it alone.
+    route.config = { ...route.config, [kPolicyHeld]: true } as typeof route.config
     const checked = checkPolicy(route.config.auth)
     let guard
     if ('problem' in checked) {
-      badPolicies.push(`route ${[route.method].flat().join(',')} ${route.url}: ${checked.problem}`)
+      const key = `${route.url}\0${checked.problem}`
+      if (!reported.has(key)) badPolicies.push(`route ${[route.method].flat().join(',')} ${route.url}: ${checked.problem}`)
+      reported.add(key)
       guard = closedRoute(checked.problem)
     } else if (checked.policy !== null) {
       guard = routePolicy(checked.policy)
@@ -138,6 +147,30 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   })
 
   app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
+
+  // A route declared before tokengate loaded (app.register(tokengate) not awaited) was never seen by the
+  // onRoute hook above; its config.auth holds all the same, checked here at its first request (an invalid
+  // one closes the route and is logged, naming it). One property read per request on other routes.
+  const lateGuards = new WeakMap<object, ReturnType<typeof routePolicy> | null>()
+  app.addHook('onRequest', function tokengateLatePolicy (request, reply, done) {
+    // A plugin context made before tokengate loaded has requests without the `auth` decoration: null, as documented.
+    if (request.auth === undefined) request.auth = null
+    const config = request.routeOptions.config as (Record<PropertyKey, unknown> & { auth?: unknown, url?: string, method?: string }) | undefined
+    if (config?.auth === undefined || config[kPolicyHeld] === true) { done(); return }
+    let guard = lateGuards.get(config)
+    if (guard === undefined) {
+      const checked = checkPolicy(config.auth)
+      if ('problem' in checked) {
+        request.log.error(`tokengate: invalid auth policy: route ${[config.method].flat().join(',')} ${config.url}: ${checked.problem}`)
+        guard = closedRoute(checked.problem)
+      } else {
+        guard = checked.policy === null ? null : routePolicy(checked.policy)
+      }
+      lateGuards.set(config, guard)
+    }
+    if (guard === null) done()
+    else guard(request, reply, done)
+  })
 
   declaringOwn = true
   if (opts.routes !== undefined) {
