@@ -13,6 +13,7 @@ import { describeSecuritySchemes } from './openapi.js'
 import { registerRoutes } from './routes.js'
 import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
+import { redisAddress } from './store/redis-address.js'
 import { Tokens } from './tokens.js'
 import { kByCookie, transport } from './transport.js'
 
@@ -72,7 +73,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     ownsStore = false
   } else if (opts.redis !== undefined) {
     const redisStore = new RedisStore({ redis: opts.redis, keyPrefix: opts.keyPrefix, timeoutMs: opts.storeTimeoutMs })
-    if (!await redisStore.ready()) app.log.warn('tokengate: Redis is not reachable yet; session routes answer 503 until it is')
+    if (!await redisStore.ready()) app.log.warn(`tokengate: ${redisAddress(redisStore.client)} is not reachable yet; session routes answer 503 until it is`)
     store = redisStore
   } else {
     app.log.warn('tokengate: no redis or store option: using the in-memory store, which serves this one process only')

@@ -7,7 +7,8 @@ import {
 } from './errors.js'
 import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
 import type { Revocations } from './revocation.js'
-import type { SessionRecord, SessionStore, SessionTimes } from './store/index.js'
+import { RedisStore, type SessionRecord, type SessionStore, type SessionTimes } from './store/index.js'
+import { connectionProblem } from './store/redis-address.js'
 import { hashRefreshId, newId, RESERVED_CLAIMS, type AccessPayload, type RefreshParts, type Tokens } from './tokens.js'
 
 export interface TokenPair {
@@ -77,7 +78,10 @@ export class Sessions {
    * for tokengate's own stores, and a store passed in keeps its own error (its statusCode, else 500).
    */
   private storeFailure (err: unknown, what: string): Error {
-    this.log.error({ err }, `tokengate: session store failed during ${what}`)
+    // tokengate's own Redis store: a connection failure in our words (where, not ioredis's stream state).
+    const problem = this.store instanceof RedisStore ? connectionProblem(this.store.client, err) : undefined
+    if (problem !== undefined) this.log.error(`tokengate: ${problem}; ${what} answered 503 TOKENGATE_STORE_UNAVAILABLE`)
+    else this.log.error({ err }, `tokengate: session store failed during ${what}`)
     if (this.userStore && err instanceof Error) return err
     return new StoreUnavailableError()
   }
