@@ -111,7 +111,15 @@ export interface AuditMeta extends RequestMeta {
 
 export type AuditHook = (userId: string, sessionId: string, meta: AuditMeta) => void | Promise<void>
 
-export type VerifyCredentials = (body: unknown, request: FastifyRequest) => Promise<UserInfo | null | undefined> | UserInfo | null | undefined
+/**
+ * routes.verifyCredentials: POST /login's body → the user, or null/undefined (401). Fastify has validated the
+ * body against routes.loginBody before the call, so the first parameter may be annotated with the type that
+ * schema describes (`async (body: { email: string, password: string }) => …`): it is accepted as it is
+ * (a method's parameters are checked both ways); unannotated, `body` is `unknown`.
+ */
+export type VerifyCredentials<Body = unknown> = {
+  bivarianceHack (body: Body, request: FastifyRequest): Promise<UserInfo | null | undefined> | UserInfo | null | undefined
+}['bivarianceHack']
 
 export type RefreshClaims = (userId: string, sessionId: string) =>
   Promise<Pick<UserInfo, 'roles' | 'claims'> | null | undefined> | Pick<UserInfo, 'roles' | 'claims'> | null | undefined
