@@ -1,5 +1,5 @@
 // The session operations behind the decorators, the routes and the hook: issue, refresh (rotation,
-// grace, reuse), renew (origin step 4.2), verify, revoke, list.
+// grace, reuse), renew (a new refresh token while the access token is valid), verify, revoke, list.
 import type { FastifyBaseLogger } from 'fastify'
 import {
   DpopInvalidError, isTokengateError, RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
@@ -218,7 +218,7 @@ export class Sessions {
   }
 
   /**
-   * Origin step 4.2: the access token is valid but the refresh token expired: a new refresh token for the
+   * Renewal: the access token is valid but the refresh token expired: a new refresh token for the
    * same session, unless revoked, not the current refresh id, or past createdAt + maxSessionAge.
    */
   async renew (parts: RefreshParts & { keyIndex: number }, jkt?: string): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {

@@ -1,4 +1,4 @@
--- Origin step 4.2: a new refresh id for a session whose refresh token expired while its access token lives.
+-- Renewal: a new refresh id for a session whose refresh token expired while its access token lives.
 -- KEYS: user sessions, 0.1 index
 -- ARGV: legacy record prefix, now, sessionId, presentedHash, successorHash, parentHash ('' = unknown),
 --       refreshTtlMs, maxSessionAgeMs, extraMs, graceMs, jkt (the DPoP key the request proved, '' = none)
