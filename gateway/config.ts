@@ -6,6 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
+import { ConfigError } from './config-error.js'
 import { checkRedisConfig } from './redis.js'
 
 // The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
@@ -95,12 +96,7 @@ export const ConfigSchema = Type.Object({
 export type GatewayConfig = Static<typeof ConfigSchema>
 export type RouteConfig = Static<typeof Route>
 
-export class ConfigError extends Error {
-  constructor (readonly field: string, problem: string) {
-    super(`config: ${field} ${problem}`)
-    this.name = 'ConfigError'
-  }
-}
+export { ConfigError }
 
 const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
