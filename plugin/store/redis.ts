@@ -181,8 +181,8 @@ export class RedisStore implements SessionStore {
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
       i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? ''
     )) as [string, number?, number?, Row?]
-    // The script leaves the hashes out: the current one is the successor (or, not rotating, the presented one).
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.rotate ? i.successorHash : i.presentedHash) }
+    // The row carries the record's current hash: the successor (or, not rotating, the presented one).
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
     return { status: r[0] as 'missing' | 'reused' | 'key' }
   }
 
@@ -191,7 +191,7 @@ export class RedisStore implements SessionStore {
       ...this.head(i.userId, i.now), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.jkt ?? ''
     )) as [string, number?, number?, Row?]
-    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!, i.successorHash) }
+    if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
     return { status: r[0] as 'missing' | 'stale' | 'capped' | 'key' }
   }
 
@@ -331,12 +331,12 @@ export class RedisStore implements SessionStore {
 /** A record as the scripts return it (lua/common.lua, out()). */
 type Row = [sid: string, h: string | null, p: string | null, pt: number | null, re: number, st: number, lu: number, x: number, ip: string, ua: string, ro: string, cl: string, jkt: string | null]
 
-/** A row as a record; `refreshHash` when the script left the hashes out. */
-function parseRow (row: Row, refreshHash?: string): SessionRecord {
+/** A row as a record (the scripts' `out`: the current hash, times absolute). */
+function parseRow (row: Row): SessionRecord {
   const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt] = row
   const record: SessionRecord = {
     sessionId,
-    refreshHash: refreshHash ?? h!,
+    refreshHash: h!,
     refreshExpiresAt: Number(re),
     createdAt: Number(st),
     lastUsedAt: Number(lu),
