@@ -4,7 +4,6 @@ import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
 import type { DpopAlgorithm } from './dpop.js'
-import type { OAuthOptions } from './oauth.js'
 import type { SessionStore } from './store/index.js'
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
@@ -36,16 +35,19 @@ export const KeySchema = Type.Object({
 }, { additionalProperties: false })
 export type KeyConfig = Static<typeof KeySchema>
 
+const OAuthObjectSchema = Type.Object({
+  /** Clients allowed to call the introspection endpoint, with HTTP Basic credentials. */
+  introspectionClients: Type.Optional(Type.Array(Type.Object({
+    id: Type.String({ minLength: 1 }),
+    secret: Type.String({ minLength: 16 })
+  }, { additionalProperties: false }), { description: 'Clients allowed to call the introspection endpoint, with HTTP Basic credentials' }))
+}, { additionalProperties: false })
+
 /** routes.oauth and the gateway's top-level `oauth`: true, or { introspectionClients }. */
-export const OAuthSchema = Type.Union([
-  Type.Boolean(),
-  Type.Object({
-    introspectionClients: Type.Optional(Type.Array(Type.Object({
-      id: Type.String({ minLength: 1 }),
-      secret: Type.String({ minLength: 16 })
-    }, { additionalProperties: false })))
-  }, { additionalProperties: false })
-])
+export const OAuthSchema = Type.Union([Type.Boolean(), OAuthObjectSchema])
+
+/** routes.oauth as an object: `{ introspectionClients?: [{ id, secret }] }`. */
+export type OAuthOptions = Static<typeof OAuthObjectSchema>
 
 /** The data options (functions and client instances are checked by hand in resolveOptions). */
 export const OptionsSchema = Type.Object({

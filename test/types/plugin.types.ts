@@ -9,6 +9,8 @@ import tokengate, {
   type SessionInfo,
   type TokenPair,
   type TokengateOptions,
+  OAuthSchema,
+  type OAuthOptions,
   type UserInfo,
   type VerifyCredentials
 } from '../../plugin/index.js'
@@ -186,6 +188,13 @@ export async function userApp (): Promise<void> {
   app.get('/good', good, async () => ({}))
 
   await app.ready()
+}
+
+// routes.oauth's type is the schema's (one definition: the two cannot drift apart).
+export function oauthOptionsAreTheSchema (): void {
+  expectType<Equal<OAuthOptions, Exclude<Static<typeof OAuthSchema>, boolean>>>(true)
+  const o: OAuthOptions = { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] }
+  expectType<OAuthOptions>(o)
 }
 
 // tokengate/client keeps its own copies of the server's JSON shapes (it imports nothing, so a browser
