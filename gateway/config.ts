@@ -5,11 +5,12 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
-import { KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
+import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
+import { ConfigError } from './config-error.js'
 import { checkRedisConfig } from './redis.js'
 
-const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
-const Duration = (def?: string | number) => Type.Union([Type.String({ pattern: DURATION }), Type.Number({ minimum: 0 })], def === undefined ? {} : { default: def })
+// The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
+const Duration = (def?: string | number) => Type.Union(DurationSchema.anyOf, { description: DurationSchema.description, ...(def === undefined ? {} : { default: def }) })
 const HttpUrl = Type.String({ pattern: '^https?://[^\\s/]+(/\\S*)?$' })
 const Prefix = Type.String({ pattern: '^/[^\\s?#]*$' })
 
@@ -95,12 +96,7 @@ export const ConfigSchema = Type.Object({
 export type GatewayConfig = Static<typeof ConfigSchema>
 export type RouteConfig = Static<typeof Route>
 
-export class ConfigError extends Error {
-  constructor (readonly field: string, problem: string) {
-    super(`config: ${field} ${problem}`)
-    this.name = 'ConfigError'
-  }
-}
+export { ConfigError }
 
 const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
@@ -147,9 +143,11 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
     const sensitive = /secret|key|url|password|upstream/i.test(first.path)
     const got = !sensitive && first.value !== undefined && typeof first.value !== 'object' ? ` (got ${JSON.stringify(first.value)})` : ''
     const choices = (first.schema as { anyOf?: Array<{ const?: unknown }> }).anyOf?.map(s => s.const)
-    const message = choices !== undefined && choices.every(c => typeof c === 'string')
-      ? `must be one of ${choices.join(', ')}`
-      : first.message.replace(/^Expected union value$/, 'has the wrong type or format')
+    const message = (first.schema as { description?: string }).description === DurationSchema.description
+      ? `must be ${DurationSchema.description!.replace(/^A /, 'a ')}`
+      : choices !== undefined && choices.every(c => typeof c === 'string')
+        ? `must be one of ${choices.join(', ')}`
+        : first.message.replace(/^Expected union value$/, 'has the wrong type or format')
     throw new ConfigError(fieldOf(first.path), `is invalid: ${message}${got}`)
   }
   const config = withDefaults as GatewayConfig
@@ -195,12 +193,104 @@ export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.e
   } catch {
     throw new ConfigError('(file)', `cannot be read: ${full}`)
   }
+  // A byte-order mark, as some editors save one, is not part of the JSON.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch {
-    // Not JSON.parse's message: it quotes the text around the error, which may be a secret.
-    throw new ConfigError('(file)', `is not valid JSON: ${full}`)
+    // Not JSON.parse's message: it quotes the text around the error, which may be a secret. Where, instead.
+    throw new ConfigError('(file)', `is not valid JSON${whereJsonFails(text)}: ${full}`)
   }
   return parseConfig(json, { env, baseDir: path.dirname(full) })
+}
+
+/** " at line L, column C" of the first JSON syntax error in `text` ('' when none is found), and a likely cause. */
+function whereJsonFails (text: string): string {
+  const at = jsonErrorOffset(text)
+  if (at < 0) return ''
+  const line = text.slice(0, at).split('\n').length
+  const column = at - (text.lastIndexOf('\n', at - 1) + 1) + 1
+  const trailingComma = (text[at] === '}' || text[at] === ']') && /,\s*$/.test(text.slice(0, at))
+  return ` at line ${line}, column ${column}${trailingComma ? ' (a comma before a closing bracket?)' : ''}`
+}
+
+/**
+ * The offset of the first syntax error in `text` by the JSON grammar (RFC 8259), or -1: V8's messages give
+ * no position for some errors ("Unexpected token …"), and quote the text where they do.
+ */
+function jsonErrorOffset (text: string): number {
+  let i = 0
+  const stop = (): never => { throw i } // the offset, caught below
+  const ws = (): void => { while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++ }
+  const digits = (): void => { if (!(text[i] >= '0' && text[i] <= '9')) stop(); while (text[i] >= '0' && text[i] <= '9') i++ }
+  const str = (): void => {
+    i++
+    for (;;) {
+      if (i >= text.length || text.charCodeAt(i) < 0x20) stop()
+      const c = text[i]
+      if (c === '"') { i++; return }
+      if (c === '\\') {
+        i++
+        if (text[i] === 'u') {
+          i++
+          for (let k = 0; k < 4; k++, i++) if (!/[0-9a-fA-F]/.test(text[i] ?? '')) stop()
+        } else if (text[i] !== undefined && '"\\/bfnrt'.includes(text[i])) {
+          i++
+        } else {
+          stop()
+        }
+      } else {
+        i++
+      }
+    }
+  }
+  const value = (): void => {
+    ws()
+    const c = text[i]
+    if (c === '{' || c === '[') {
+      const close = c === '{' ? '}' : ']'
+      i++
+      ws()
+      if (text[i] === close) { i++; return }
+      for (;;) {
+        ws()
+        if (c === '{') {
+          if (text[i] !== '"') stop()
+          str()
+          ws()
+          if (text[i] !== ':') stop()
+          i++
+        }
+        value()
+        ws()
+        if (text[i] === ',') { i++; continue }
+        if (text[i] === close) { i++; return }
+        stop()
+      }
+    }
+    if (c === '"') { str(); return }
+    if (c === '-' || (c >= '0' && c <= '9')) {
+      if (c === '-') i++
+      if (text[i] === '0') i++
+      else digits()
+      if (text[i] === '.') { i++; digits() }
+      if (text[i] === 'e' || text[i] === 'E') { i++; if (text[i] === '+' || text[i] === '-') i++; digits() }
+      return
+    }
+    for (const word of ['true', 'false', 'null']) {
+      if (c === word[0]) {
+        for (const ch of word) { if (text[i] !== ch) stop(); i++ }
+        return
+      }
+    }
+    stop()
+  }
+  try {
+    value()
+    ws()
+    return i < text.length ? i : -1
+  } catch (at) {
+    return typeof at === 'number' ? at : -1
+  }
 }

@@ -45,11 +45,14 @@ export function serveDemoPage (app: FastifyInstance): void {
     '/': ['text/html; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'index.html'), 'utf8')],
     '/demo/app.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'app.js'), 'utf8')],
     '/demo/demo.css': ['text/css; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'demo.css'), 'utf8')],
-    '/demo/client.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, '..', 'client', 'index.js'), 'utf8')]
+    '/demo/client.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, '..', 'client', 'index.js'), 'utf8')],
+    '/demo/favicon.svg': ['image/svg+xml', readFileSync(path.join(here, 'demo-page', 'favicon.svg'), 'utf8')]
   }
   for (const [url, [type, body]] of Object.entries(files)) {
     app.get(url, { schema: { hide: true } }, async (_request, reply) => await reply.headers(PAGE_HEADERS).type(type).send(body))
   }
+  // Browsers ask for /favicon.ico on their own (the page names its icon, but not every client reads that).
+  app.get('/favicon.ico', { schema: { hide: true } }, async (_request, reply) => await reply.redirect('/demo/favicon.svg', 301))
 }
 
 function arg (args: string[], name: string, fallback: string): string {

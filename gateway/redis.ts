@@ -5,7 +5,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { redisClientOptions } from '../plugin/index.js'
 import { closingClient, keepConnected } from '../plugin/store/redis.js'
-import { ConfigError } from './config.js'
+import { ConfigError } from './config-error.js'
 
 export interface RedisConfig {
   url?: string

@@ -84,8 +84,9 @@ type Guard = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDon
 export function routePolicy (policy: Policy): Guard {
   const roles = policy === true ? undefined : policy.roles
   return function tokengateRoutePolicy (request, reply, done) {
+    // (undefined on a request of a plugin context made before tokengate decorated requests: not authenticated)
     const auth = request.auth
-    if (auth === null) {
+    if (auth === null || auth === undefined) {
       const err = request[kAuthError] ?? new TokenMissingError()
       challenge(reply, err as TokengateError)
       done(err)
@@ -112,7 +113,7 @@ export function requireRoles (roles: readonly string[]): Guard {
   if (problem !== undefined) throw new TypeError(`tokengate: ${problem}`)
   const list = [...roles]
   return function tokengateRoles (request, _reply, done) {
-    if (request.auth !== null && hasRole(request.auth, list)) { done(); return }
+    if (request.auth !== null && request.auth !== undefined && hasRole(request.auth, list)) { done(); return }
     done(new ForbiddenError())
   }
 }
@@ -122,6 +123,6 @@ export function requireRoles (roles: readonly string[]): Guard {
  * Throws 401 TOKENGATE_TOKEN_MISSING (or the error the refresh hook kept) when the request has none.
  */
 export function authOf (request: FastifyRequest): AuthInfo {
-  if (request.auth !== null) return request.auth
+  if (request.auth !== null && request.auth !== undefined) return request.auth
   throw request[kAuthError] ?? new TokenMissingError()
 }

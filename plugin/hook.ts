@@ -1,5 +1,6 @@
-// The refresh hook (origin steps 3–4): one onRequest hook does all the auth work of a request. It never
-// answers by itself: it sets request.auth, or keeps the error for the guards to answer with.
+// The refresh hook (of the two tokens a request sends, an expired one is reissued): one onRequest hook does
+// all the auth work of a request. It never answers by itself: it sets request.auth, or keeps the error for the
+// guards to answer with.
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type { Dpop, Proof } from './dpop.js'
 import { CsrfError, DpopInvalidError } from './errors.js'
@@ -68,7 +69,7 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
     done()
   }
 
-  /** After the access check: proceed, refresh (origin step 4.1) or keep the error. */
+  /** After the access check: proceed, refresh (an expired access token, reissued for a valid refresh token) or keep the error. */
   function decide (request: FastifyRequest, reply: FastifyReply, checked: AuthInfo | Error, refresh: string | undefined, mark: RouteMark | undefined, proof: Proof | null, done: HookHandlerDoneFunction): void {
     if (!(checked instanceof Error)) {
       // A bound token counts only with the DPoP scheme and a proof by its key (a downgrade to Bearer is refused);

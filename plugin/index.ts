@@ -9,9 +9,11 @@ import { buildHook } from './hook.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerOAuth } from './oauth.js'
+import { describeSecuritySchemes } from './openapi.js'
 import { registerRoutes } from './routes.js'
 import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './sessions.js'
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
+import { redisAddress } from './store/redis-address.js'
 import { Tokens } from './tokens.js'
 import { kByCookie, transport } from './transport.js'
 
@@ -71,6 +73,9 @@ declare module 'fastify' {
   }
 }
 
+/** Marks the config of a route whose policy the onRoute hook installed. */
+const kPolicyHeld = Symbol('tokengate.policyHeld')
+
 async function tokengate (app: FastifyInstance, options: TokengateOptions): Promise<void> {
   const opts = resolveOptions(options)
 
@@ -81,7 +86,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     ownsStore = false
   } else if (opts.redis !== undefined) {
     const redisStore = new RedisStore({ redis: opts.redis, keyPrefix: opts.keyPrefix, timeoutMs: opts.storeTimeoutMs, stalenessMs: opts.revocationStalenessMs })
-    if (!await redisStore.ready()) app.log.warn('tokengate: Redis is not reachable yet; session routes answer 503 until it is')
+    if (!await redisStore.ready()) app.log.warn(`tokengate: ${redisAddress(redisStore.client)} is not reachable yet; session routes answer 503 until it is`)
     store = redisStore
   } else {
     app.log.warn('tokengate: no redis or store option: using the in-memory store, which serves this one process only')
@@ -127,14 +132,23 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorate('authenticate', authenticate as onRequestHookHandler)
 
   // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A
-  // policy that does not check out closes its route and makes app.ready() fail, naming the route.
+  // policy that does not check out closes its route and makes app.ready() fail, naming the route (once:
+  // not again for the HEAD route Fastify adds beside a GET).
   const badPolicies: string[] = []
+  const reported = new Set<string>()
+  // While tokengate declares its own routes: those naming a security scheme describe it to @fastify/swagger.
+  let declaringOwn = false
   app.addHook('onRoute', (route) => {
+    if (declaringOwn && route.schema?.security !== undefined) route.config = { ...route.config, swaggerTransform: describeSecuritySchemes } as typeof route.config
     if (route.config === undefined || !('auth' in route.config) || route.config.auth === undefined) return
+    // The route's policy is held here: the late-policy hook below leaves it alone.
+    route.config = { ...route.config, [kPolicyHeld]: true } as typeof route.config
     const checked = checkPolicy(route.config.auth)
     let guard
     if ('problem' in checked) {
-      badPolicies.push(`route ${[route.method].flat().join(',')} ${route.url}: ${checked.problem}`)
+      const key = `${route.url}\0${checked.problem}`
+      if (!reported.has(key)) badPolicies.push(`route ${[route.method].flat().join(',')} ${route.url}: ${checked.problem}`)
+      reported.add(key)
       guard = closedRoute(checked.problem)
     } else if (checked.policy !== null) {
       guard = routePolicy(checked.policy)
@@ -150,6 +164,31 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 
   app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
 
+  // A route declared before tokengate loaded (app.register(tokengate) not awaited) was never seen by the
+  // onRoute hook above; its config.auth holds all the same, checked here at its first request (an invalid
+  // one closes the route and is logged, naming it). One property read per request on other routes.
+  const lateGuards = new WeakMap<object, ReturnType<typeof routePolicy> | null>()
+  app.addHook('onRequest', function tokengateLatePolicy (request, reply, done) {
+    // A plugin context made before tokengate loaded has requests without the `auth` decoration: null, as documented.
+    if (request.auth === undefined) request.auth = null
+    const config = request.routeOptions.config as (Record<PropertyKey, unknown> & { auth?: unknown, url?: string, method?: string }) | undefined
+    if (config?.auth === undefined || config[kPolicyHeld] === true) { done(); return }
+    let guard = lateGuards.get(config)
+    if (guard === undefined) {
+      const checked = checkPolicy(config.auth)
+      if ('problem' in checked) {
+        request.log.error(`tokengate: invalid auth policy: route ${[config.method].flat().join(',')} ${config.url}: ${checked.problem}`)
+        guard = closedRoute(checked.problem)
+      } else {
+        guard = checked.policy === null ? null : routePolicy(checked.policy)
+      }
+      lateGuards.set(config, guard)
+    }
+    if (guard === null) done()
+    else guard(request, reply, done)
+  })
+
+  declaringOwn = true
   if (opts.routes !== undefined) {
     registerRoutes(app, { ...opts, routes: opts.routes }, sessions, tokenTransport, dpop)
     const oauth = opts.routes.oauth
@@ -165,6 +204,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
       }
     }
   }
+  declaringOwn = false
 }
 
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
@@ -173,9 +213,8 @@ export * from './errors.js'
 export { authOf, requireRoles, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'
 export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'
-export type { OAuthOptions } from './oauth.js'
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'
-export { KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
+export { DurationSchema, KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type VerifyCredentials, type OAuthOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'
 export { ownClientOptions as redisClientOptions } from './store/redis.js'

@@ -9,15 +9,10 @@ import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import type { Dpop, Proof } from './dpop.js'
 import { DpopInvalidError, type TokengateError } from './errors.js'
 import type { RouteMark } from './hook.js'
-import type { ResolvedOptions } from './options.js'
+import type { OAuthOptions, ResolvedOptions } from './options.js'
 import type { Sessions } from './sessions.js'
 import { hashRefreshId } from './tokens.js'
 import { requestMeta } from './transport.js'
-
-export interface OAuthOptions {
-  /** Clients allowed to call the introspection endpoint, with HTTP Basic credentials. */
-  introspectionClients?: Array<{ id: string, secret: string }>
-}
 
 const OAuthError = Type.Object({ error: Type.String(), error_description: Type.Optional(Type.String()) })
 

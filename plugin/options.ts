@@ -4,18 +4,28 @@ import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
 import type { DpopAlgorithm } from './dpop.js'
-import type { OAuthOptions } from './oauth.js'
 import type { SessionStore } from './store/index.js'
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
+/** The forms a duration takes, as messages about a bad one list them. */
+const DURATION_FORMS = "'500ms', '10s', '10m', '1h', '1d' or a number of seconds"
+const DURATION_DESCRIPTION = `A duration: ${DURATION_FORMS}`
+
 /** A duration: a string such as '500ms', '10s', '10m', '1h', '1d', or a number of seconds. */
-const DurationSchema = Type.Union([
+export const DurationSchema = Type.Union([
   Type.String({ pattern: DURATION_RE.source }),
   Type.Number({ minimum: 0 })
-])
+], { description: DURATION_DESCRIPTION })
 export type Duration = Static<typeof DurationSchema>
+
+/** DurationSchema with a default. */
+const durationWithDefault = (def: Duration): typeof DurationSchema =>
+  Type.Union(DurationSchema.anyOf, { description: DURATION_DESCRIPTION, default: def })
+
+/** Whether a schema (from a validation error) is a duration's: its message then lists the accepted forms. */
+const isDurationSchema = (schema: unknown): boolean => (schema as { description?: unknown } | null)?.description === DURATION_DESCRIPTION
 
 export const KeySchema = Type.Object({
   kid: Type.String({ minLength: 1 }),
@@ -25,16 +35,19 @@ export const KeySchema = Type.Object({
 }, { additionalProperties: false })
 export type KeyConfig = Static<typeof KeySchema>
 
+const OAuthObjectSchema = Type.Object({
+  /** Clients allowed to call the introspection endpoint, with HTTP Basic credentials. */
+  introspectionClients: Type.Optional(Type.Array(Type.Object({
+    id: Type.String({ minLength: 1 }),
+    secret: Type.String({ minLength: 16 })
+  }, { additionalProperties: false }), { description: 'Clients allowed to call the introspection endpoint, with HTTP Basic credentials' }))
+}, { additionalProperties: false })
+
 /** routes.oauth and the gateway's top-level `oauth`: true, or { introspectionClients }. */
-export const OAuthSchema = Type.Union([
-  Type.Boolean(),
-  Type.Object({
-    introspectionClients: Type.Optional(Type.Array(Type.Object({
-      id: Type.String({ minLength: 1 }),
-      secret: Type.String({ minLength: 16 })
-    }, { additionalProperties: false })))
-  }, { additionalProperties: false })
-])
+export const OAuthSchema = Type.Union([Type.Boolean(), OAuthObjectSchema])
+
+/** routes.oauth as an object: `{ introspectionClients?: [{ id, secret }] }`. */
+export type OAuthOptions = Static<typeof OAuthObjectSchema>
 
 /** The data options (functions and client instances are checked by hand in resolveOptions). */
 export const OptionsSchema = Type.Object({
@@ -43,16 +56,16 @@ export const OptionsSchema = Type.Object({
   redis: Type.Optional(Type.Unknown()),
   store: Type.Optional(Type.Unknown()),
   keyPrefix: Type.String({ default: 'tg', minLength: 1, pattern: '^[^{}]+$' }),
-  accessTokenTtl: Type.Union(DurationSchema.anyOf, { default: '10m' }),
-  refreshTokenTtl: Type.Union(DurationSchema.anyOf, { default: '1d' }),
+  accessTokenTtl: durationWithDefault('10m'),
+  refreshTokenTtl: durationWithDefault('1d'),
   issuer: Type.Optional(Type.String({ minLength: 1 })),
   audience: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })])),
-  clockTolerance: Type.Union(DurationSchema.anyOf, { default: 0 }),
+  clockTolerance: durationWithDefault(0),
   transport: Type.Array(Type.Union([Type.Literal('header'), Type.Literal('cookie')]), { default: ['header'], minItems: 1, uniqueItems: true }),
   rotateRefreshTokens: Type.Boolean({ default: true }),
   reuseGraceMs: Type.Integer({ default: 10_000, minimum: 0 }),
   renewExpiredRefresh: Type.Boolean({ default: true }),
-  maxSessionAge: Type.Union(DurationSchema.anyOf, { default: '30d' }),
+  maxSessionAge: durationWithDefault('30d'),
   storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
   // How long after the revocation feed last proved itself alive an instance still trusts its memory of
   // revocations (then: a store round trip per authenticated request, failing closed).
@@ -62,7 +75,7 @@ export const OptionsSchema = Type.Object({
   dpop: Type.Optional(Type.Object({
     required: Type.Boolean({ default: false }),
     algorithms: Type.Array(Type.Union(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'RS256'].map(a => Type.Literal(a))), { default: ['ES256', 'EdDSA'], minItems: 1, uniqueItems: true }),
-    proofMaxAge: Type.Union(DurationSchema.anyOf, { default: '60s' }),
+    proofMaxAge: durationWithDefault('60s'),
     nonce: Type.Boolean({ default: false }),
     replay: Type.Union([Type.Literal('store'), Type.Literal('memory')], { default: 'store' })
   }, { additionalProperties: false })),
@@ -103,7 +116,15 @@ export interface AuditMeta extends RequestMeta {
 
 export type AuditHook = (userId: string, sessionId: string, meta: AuditMeta) => void | Promise<void>
 
-export type VerifyCredentials = (body: unknown, request: FastifyRequest) => Promise<UserInfo | null | undefined> | UserInfo | null | undefined
+/**
+ * routes.verifyCredentials: POST /login's body → the user, or null/undefined (401). Fastify has validated the
+ * body against routes.loginBody before the call, so the first parameter may be annotated with the type that
+ * schema describes (`async (body: { email: string, password: string }) => …`): it is accepted as it is
+ * (a method's parameters are checked both ways); unannotated, `body` is `unknown`.
+ */
+export type VerifyCredentials<Body = unknown> = {
+  bivarianceHack (body: Body, request: FastifyRequest): Promise<UserInfo | null | undefined> | UserInfo | null | undefined
+}['bivarianceHack']
 
 export type RefreshClaims = (userId: string, sessionId: string) =>
   Promise<Pick<UserInfo, 'roles' | 'claims'> | null | undefined> | Pick<UserInfo, 'roles' | 'claims'> | null | undefined
@@ -174,7 +195,7 @@ export const MIN_SECRET_BYTES = 32
 export function durationMs (value: Duration, name: string): number {
   if (typeof value === 'number') return Math.round(value * 1000)
   const m = DURATION_RE.exec(value)
-  if (m === null) throw new OptionError(name, `must be a duration such as '10s', '10m', '1h', '1d' or a number of seconds, got ${JSON.stringify(value)}`)
+  if (m === null) throw new OptionError(name, `must be a duration: ${DURATION_FORMS}; got ${JSON.stringify(value)}`)
   return Math.round(Number(m[1]) * UNIT_MS[m[2]])
 }
 
@@ -193,6 +214,52 @@ export class OptionError extends Error {
 
 // Fastify passes its own register options to the plugin along with the user's.
 const FASTIFY_REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
+
+/**
+ * A copy of the data options that Value.Default may fill in: plain objects and arrays are copied, anything
+ * else (a function, a client instance) is kept as it is, so the schema check names it where it does not belong.
+ */
+function copyData (value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(copyData)
+  if (value === null || typeof value !== 'object') return value
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return value
+  const out: Record<string | symbol, unknown> = {}
+  for (const k of Reflect.ownKeys(value)) out[k] = copyData((value as Record<string | symbol, unknown>)[k])
+  return out
+}
+
+/** Options people put one level off: they belong in `routes`, or beside it. */
+const ROUTES_OPTIONS = new Set(['verifyCredentials', 'loginBody', 'oauth'])
+
+/** How many single-character edits turn a into b (for "did you mean"). */
+function editDistance (a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_v, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]
+}
+
+/** What to say about an unknown option: where it belongs, or the known one it is likely a typo of. */
+function unknownOptionHint (path: string, known: string[]): string {
+  const dot = path.lastIndexOf('.')
+  const parent = dot < 0 ? '' : path.slice(0, dot)
+  const name = path.slice(dot + 1)
+  if (parent === '' && ROUTES_OPTIONS.has(name)) return `: it belongs in routes: { ${name} }`
+  if (parent === 'routes' && name in OptionsSchema.properties) return ': it belongs at the top level of the options, beside routes'
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const k of known) {
+    const d = k.toLowerCase() === name.toLowerCase() ? 0 : editDistance(k, name)
+    if (d < bestDistance) { best = k; bestDistance = d }
+  }
+  return best !== undefined && bestDistance <= Math.max(1, Math.min(3, Math.floor(name.length / 3)))
+    ? ` (did you mean "${parent === '' ? '' : `${parent}.`}${best}"?)`
+    : ''
+}
 
 function checkFunction (opts: Record<string, unknown>, name: string): void {
   if (opts[name] !== undefined && typeof opts[name] !== 'function') throw new OptionError(name, 'must be a function')
@@ -213,7 +280,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     const { verifyCredentials: _vc, ...rest } = routesIn as Record<string, unknown>
     data.routes = rest
   }
-  const opts = Value.Default(OptionsSchema, Value.Clone(data)) as Record<string, unknown>
+  const opts = Value.Default(OptionsSchema, copyData(data)) as Record<string, unknown>
   for (const k of HANDS_OFF) if (k in raw) opts[k] = raw[k]
   if (routesIn !== null && typeof routesIn === 'object' && 'verifyCredentials' in routesIn) {
     (opts.routes as Record<string, unknown>).verifyCredentials = (routesIn as Record<string, unknown>).verifyCredentials
@@ -223,7 +290,14 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
   if (first !== undefined) {
     // TypeBox reports an unknown option at its own path.
     const path = first.path.replace(/^\//, '').replace(/\//g, '.') || '(options)'
-    if (first.type === ValueErrorType.ObjectAdditionalProperties) throw new OptionError(path, 'is not a known option')
+    if (first.type === ValueErrorType.ObjectAdditionalProperties) {
+      throw new OptionError(path, `is not a known option${unknownOptionHint(path, Object.keys((first.schema as { properties?: object }).properties ?? {}))}`)
+    }
+    if (isDurationSchema(first.schema)) {
+      const got = typeof first.value === 'string' || typeof first.value === 'number' ? `; got ${JSON.stringify(first.value)}` : ''
+      throw new OptionError(path, `must be a duration: ${DURATION_FORMS}${got}`)
+    }
+    if (typeof first.value === 'function') throw new OptionError(path, `is a function, but this option is not one (${first.message})`)
     throw new OptionError(path, `is invalid: ${first.message}`)
   }
   const o = opts as unknown as DataOptions & TokengateOptions

@@ -1,5 +1,5 @@
 // The session operations behind the decorators, the routes and the hook: issue, refresh (rotation,
-// grace, reuse), renew (origin step 4.2), verify, revoke, list.
+// grace, reuse), renew (a new refresh token while the access token is valid), verify, revoke, list.
 import type { FastifyBaseLogger } from 'fastify'
 import {
   DpopInvalidError, isTokengateError, RefreshExpiredError, RefreshInvalidError, RefreshReusedError, StoreUnavailableError, TokenExpiredError,
@@ -7,7 +7,8 @@ import {
 } from './errors.js'
 import type { AuditHook, AuditMeta, RequestMeta, ResolvedOptions, UserInfo } from './options.js'
 import type { Revocations } from './revocation.js'
-import type { SessionRecord, SessionStore, SessionTimes } from './store/index.js'
+import { RedisStore, type SessionRecord, type SessionStore, type SessionTimes } from './store/index.js'
+import { connectionProblem } from './store/redis-address.js'
 import { hashRefreshId, issuedAtMs, newId, RESERVED_CLAIMS, type AccessPayload, type RefreshParts, type Tokens } from './tokens.js'
 
 export interface TokenPair {
@@ -82,7 +83,10 @@ export class Sessions {
    * for tokengate's own stores, and a store passed in keeps its own error (its statusCode, else 500).
    */
   private storeFailure (err: unknown, what: string): Error {
-    this.log.error({ err }, `tokengate: session store failed during ${what}`)
+    // tokengate's own Redis store: a connection failure in our words (where, not ioredis's stream state).
+    const problem = this.store instanceof RedisStore ? connectionProblem(this.store.client, err) : undefined
+    if (problem !== undefined) this.log.error(`tokengate: ${problem}; ${what} answered 503 TOKENGATE_STORE_UNAVAILABLE`)
+    else this.log.error({ err }, `tokengate: session store failed during ${what}`)
     if (this.userStore && err instanceof Error) return err
     return new StoreUnavailableError()
   }
@@ -219,7 +223,7 @@ export class Sessions {
   }
 
   /**
-   * Origin step 4.2: the access token is valid but the refresh token expired: a new refresh token for the
+   * Renewal: the access token is valid but the refresh token expired: a new refresh token for the
    * same session, unless revoked, not the current refresh id, or past createdAt + maxSessionAge.
    */
   async renew (parts: RefreshParts & { keyIndex: number }, jkt?: string): Promise<{ refreshToken: string, refreshExpiresIn: number } | null> {

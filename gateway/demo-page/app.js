@@ -18,8 +18,13 @@ function render () {
     $('result').textContent = ''
     lastExpiry = null
     renewals = 0
-    $('renewals').textContent = '0'
+    showRenewals()
   }
+}
+
+function showRenewals () {
+  $('renewals').textContent = String(renewals)
+  $('renewals-unit').textContent = renewals === 1 ? 'time' : 'times'
 }
 
 /** "Chrome on Linux" from a user agent, roughly; the full string is in the cell's title. */
@@ -82,7 +87,7 @@ async function loadSessions () {
 function tick () {
   if (!auth.signedIn) return
   const expiry = auth.accessExpiresAt
-  if (lastExpiry !== null && expiry !== null && expiry > lastExpiry) $('renewals').textContent = String(++renewals)
+  if (lastExpiry !== null && expiry !== null && expiry > lastExpiry) { renewals++; showRenewals() }
   lastExpiry = expiry
   const left = expiry === null ? null : Math.max(0, Math.ceil((expiry - Date.now()) / 1000))
   $('countdown').textContent = left === null ? '–' : `${left} s`

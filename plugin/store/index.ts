@@ -140,7 +140,7 @@ export interface SessionStore {
   create: (session: NewSession, times: SessionTimes, options?: CreateOptions) => Promise<string[]>
   /** Rotation, grace window and reuse detection in one atomic step. */
   rotate: (input: RotateInput) => Promise<RotateResult>
-  /** Origin step 4.2: a new refresh id for a session whose refresh token expired. */
+  /** Renewal: a new refresh id for a session whose refresh token expired while its access token is valid. */
   renew: (input: RenewInput) => Promise<RenewResult>
   /** Deletes the given sessions of a user; returns the ids that were live (started at or after `notBefore`). */
   revoke: (userId: string, sessionIds: string[], notBefore?: number) => Promise<string[]>

@@ -225,6 +225,7 @@ export class RedisStore implements SessionStore {
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
       i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? ''
     ))
+    // The row carries the record's current hash: the successor (or, not rotating, the presented one).
     if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
     return { status: r[0] === 'legacy' ? 'missing' : r[0] as 'missing' | 'reused' | 'key' }
   }
@@ -484,6 +485,7 @@ function fromStored (sessionId: string, r: unknown[]): SessionRecord {
   return record
 }
 
+/** A row as a record (the scripts' `out`: the current hash, times absolute). */
 function parseRow (row: Row): SessionRecord {
   const [sessionId, h, , , re, st, lu, x, ip, ua, ro, cl, jkt, at, acr, amr, os] = row
   const record: SessionRecord = {

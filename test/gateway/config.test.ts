@@ -124,6 +124,49 @@ t.test('loadConfigFile: a missing file and invalid JSON are ConfigErrors', async
   t.throws(() => loadConfigFile(bad, ENV), { name: 'ConfigError', field: '(file)', message: /JSON/ })
 })
 
+t.test('a duration in a wrong format lists the accepted forms, in every duration field', async t => {
+  const forms = /'500ms', '10s', '10m', '1h', '1d' or a number of seconds/
+  const cases: Array<[string, Record<string, any>]> = [
+    ['tokens.accessTokenTtl', { ...base(), tokens: { secret: '${TOKENGATE_SECRET}', accessTokenTtl: '10 minutes' } }],
+    ['tokens.maxSessionAge', { ...base(), tokens: { secret: '${TOKENGATE_SECRET}', maxSessionAge: '30 days' } }],
+    ['routes[0].timeout', { ...base(), routes: [{ prefix: '/api', upstream: 'http://127.0.0.1:9', timeout: '30 seconds' }] }],
+    ['login.timeout', { ...base(), login: { usersFile: 'users.json', timeout: '5 sec' } }],
+    ['rateLimit.requests.window', { ...base(), rateLimit: { requests: { max: 5, window: '1 minute' } } }],
+    ['rateLimit.failedLogins.window', { ...base(), rateLimit: { failedLogins: { window: '15min' } } }]
+  ]
+  for (const [field, config] of cases) {
+    let caught: unknown
+    try { parseConfig(config, { env: ENV, baseDir: dir }) } catch (err) { caught = err }
+    t.match(caught, { name: 'ConfigError', field }, `${field}: named`)
+    t.match((caught as Error).message, forms, `${field}: the accepted forms (${(caught as Error).message})`)
+  }
+})
+
+t.test('a config file that is not JSON: where (line, column), never the text around it', async t => {
+  const cases: Array<[string, string, number, number]> = [
+    ['a trailing comma', '{\n  "listen": { "port": 8080 },\n}\n', 3, 1],
+    ['a secret without quotes', `{\n  "tokens": { "secret": ${CHILD_SECRET} }\n}\n`, 2, 25],
+    ['a missing colon', '{\n  "logLevel" "info"\n}', 2, 14],
+    ['cut short', '{\n  "listen": {', 2, 14],
+    ['a trailing comma in an array, CRLF lines', '{\r\n  "routes": [\r\n    1,\r\n  ]\r\n}', 4, 3]
+  ]
+  for (const [name, text, line, column] of cases) {
+    const file = path.join(dir, `json-${name.replace(/\W+/g, '-')}.json`)
+    await writeFile(file, text)
+    let caught: unknown
+    try { loadConfigFile(file, ENV) } catch (err) { caught = err }
+    t.match(caught, { name: 'ConfigError', field: '(file)' }, `${name}: a ConfigError`)
+    const message = (caught as Error).message
+    t.match(message, new RegExp(`line ${line}, column ${column}\\b`), `${name}: line ${line}, column ${column} (${message})`)
+    t.match(message, new RegExp(escape(file)), `${name}: the file`)
+    t.notOk(message.includes(CHILD_SECRET.slice(0, 8)), `${name}: no part of the secret`)
+  }
+  // Control: a byte-order mark (as some Windows editors save) is not an error.
+  const bom = path.join(dir, 'bom.json')
+  await writeFile(bom, '\ufeff' + JSON.stringify(base()))
+  t.equal(loadConfigFile(bom, ENV).routes[0].prefix, '/api', 'a file starting with a BOM loads')
+})
+
 t.test('parseConfig: ${VAR}, ${VAR:-default}, numbers from the environment, defaults, paths', async t => {
   const cfg = parseConfig({
     listen: { host: '${H:-0.0.0.0}', port: '${P}' },

@@ -25,9 +25,13 @@ t.test('the demo page: log in, call the upstream, the countdown renews, sessions
   t.match(demo.stdout(), `Open ${base}/ in a browser`, 'npm start names the page')
 
   const browser = await launchBrowser(t)
+  // Every response the pages get (the favicon included): none may be missing or broken (a 401 for a revoked
+  // session is the demo working).
+  const failed: string[] = []
   const device = async (userAgent?: string): Promise<Page> => {
     const context = await browser.newContext({ viewport: { width: 900, height: 760 }, ...(userAgent !== undefined ? { userAgent } : {}) })
     const page = await context.newPage()
+    page.on('response', res => { if (res.status() === 404 || res.status() >= 500) failed.push(`${res.status()} ${res.url()}`) })
     const res = await page.goto(`${base}/`)
     t.equal(res?.status(), 200, 'GET / is the page')
     t.match(res?.headers()['content-security-policy'], /default-src 'self'/, 'with a CSP: scripts from the page\'s own origin only')
@@ -38,6 +42,15 @@ t.test('the demo page: log in, call the upstream, the countdown renews, sessions
 
   const a = await device()
   t.ok(await a.locator('#signed-out').isVisible(), 'signed out at first: the login form')
+  const icon = await a.evaluate(async () => {
+    const link = document.querySelector('link[rel~="icon"]')
+    if (link === null) return null
+    const res = await fetch(link.href)
+    return { status: res.status, type: res.headers.get('content-type') }
+  })
+  t.match(icon, { status: 200, type: /^image\// }, 'the page names its icon, and it is served')
+  const favicon = await fetch(`${base}/favicon.ico`)
+  t.not(favicon.status, 404, `GET /favicon.ico (browsers ask for it) is not a 404 (${favicon.status})`)
   if (shots !== undefined) await a.screenshot({ path: path.join(shots, 'demo-login.png') })
 
   await a.fill('input[name=password]', 'wrong')
@@ -59,6 +72,13 @@ t.test('the demo page: log in, call the upstream, the countdown renews, sessions
   // The countdown: 2 s tokens run out, the page's next request is refreshed by the hook, and it starts again.
   const left = async (): Promise<number> => Number((await a.textContent('#countdown'))?.replace(/\D+/g, ''))
   t.ok(await left() <= 2, 'the countdown shows the access token\'s remaining life')
+  t.match(await a.evaluate(() => document.getElementById('renewals').parentElement.textContent), /renewed 0 times/, 'renewed 0 times')
+  // The sentence at the moment of the first renewal (read in the page, so it cannot move on in between).
+  const once = await a.waitForFunction(() => {
+    const n = document.getElementById('renewals')
+    return n.textContent === '1' ? n.parentElement.textContent : false
+  }, undefined, { timeout: 15_000, polling: 50 })
+  t.match(await once.jsonValue(), /renewed 1 time by/, 'renewed 1 time (not "1 times")')
   await a.waitForFunction(() => Number(document.getElementById('renewals').textContent) >= 2, undefined, { timeout: 15_000 })
   t.pass('the access token renewed by itself, twice')
   await a.waitForFunction(() => /^[12] s$/.test(document.getElementById('countdown').textContent), undefined, { timeout: 5000 })
@@ -91,4 +111,5 @@ t.test('the demo page: log in, call the upstream, the countdown renews, sessions
   await a.click('#logout')
   await visible(a, '#signed-out')
   t.pass('log out: back to the form')
+  t.same(failed, [], 'no request of the pages was a 404 or a 5xx')
 })

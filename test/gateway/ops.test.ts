@@ -183,7 +183,7 @@ t.test('rate limiting', async t => {
     assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus-6' }), '6th refresh')
   })
 
-  // DESIGN.md: "all logins and refreshes per client IP (default 100 per minute)": one counter for both.
+  // rateLimit.requests counts all logins and refreshes per client IP (default 100 per minute): one counter for both.
   t.test('per IP: logins and refreshes share one counter', async t => {
     const { url, prefix } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))

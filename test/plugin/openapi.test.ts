@@ -48,6 +48,56 @@ t.test('@fastify/swagger describes every plugin route as it is', async t => {
   t.same(Object.keys(doc.components?.securitySchemes ?? {}).sort(), ['basic', 'bearer', 'dpop'], 'the security schemes the routes name')
 })
 
+// @fastify/swagger registered the usual way, with no components of tokengate's: the document still builds
+// and carries the schemes tokengate's routes name (a user's own schemes of the same name win).
+t.test('@fastify/swagger registered without tokengate\'s schemes: the document builds and carries them', async t => {
+  const build = async (swaggerOptions: Record<string, unknown>, order: 'swagger first' | 'tokengate first' | 'neither awaited'): Promise<Doc & { securityDefinitions?: Record<string, any> }> => {
+    const app = Fastify({ logger: false })
+    t.teardown(async () => { await app.close() })
+    const options = { secret: SECRET, routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions
+    if (order === 'swagger first') {
+      await app.register(swagger, swaggerOptions)
+      await app.register(tokengate, options)
+    } else if (order === 'tokengate first') {
+      await app.register(tokengate, options)
+      await app.register(swagger, swaggerOptions)
+    } else {
+      app.register(swagger, swaggerOptions)
+      app.register(tokengate, options)
+    }
+    app.get('/mine', { schema: { summary: 'a route of the app' } }, async () => 'ok')
+    await app.ready()
+    return app.swagger() as unknown as Doc & { securityDefinitions?: Record<string, any> }
+  }
+  const info = { title: 'app', version: '1' }
+
+  for (const order of ['swagger first', 'neither awaited'] as const) {
+    const doc = await build({ openapi: { info } }, order)
+    t.same(Object.keys(doc.components?.securitySchemes ?? {}).sort(), ['basic', 'bearer', 'dpop'], `OpenAPI 3, ${order}: the schemes`)
+    t.match(doc.components?.securitySchemes, { bearer: { type: 'http', scheme: 'bearer' }, dpop: { type: 'http', scheme: 'dpop' }, basic: { type: 'http', scheme: 'basic' } })
+    t.same(doc.paths['/auth/logout']?.post?.security, [{ bearer: [] }, { dpop: [] }], `OpenAPI 3, ${order}: the routes name them`)
+    // (Not awaited, /mine is declared before @fastify/swagger loads: swagger's own rule, not tokengate's.)
+    if (order === 'swagger first') t.ok(doc.paths['/mine']?.get !== undefined, `OpenAPI 3, ${order}: the app's own routes are there`)
+  }
+
+  const own = { bearer: { type: 'http', scheme: 'bearer', description: 'ours' }, apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } }
+  const mixed = await build({ openapi: { info, components: { securitySchemes: own } } }, 'swagger first')
+  t.same(Object.keys(mixed.components?.securitySchemes ?? {}).sort(), ['apiKey', 'basic', 'bearer', 'dpop'], "the app's schemes and tokengate's")
+  t.equal((mixed.components?.securitySchemes?.bearer as { description?: string }).description, 'ours', "an app's scheme of the same name is kept")
+  t.same(Object.keys(own).sort(), ['apiKey', 'bearer'], "the app's options object is left as it was")
+
+  const v2 = await build({ swagger: { info } }, 'swagger first')
+  t.same(Object.keys(v2.securityDefinitions ?? {}).sort(), ['basic', 'bearer', 'dpop'], 'Swagger 2.0: the schemes as securityDefinitions')
+  t.match(v2.securityDefinitions, { bearer: { type: 'apiKey', in: 'header', name: 'authorization' }, basic: { type: 'basic' } })
+  const v2default = await build({}, 'swagger first')
+  t.ok(v2default.securityDefinitions?.bearer !== undefined, "@fastify/swagger's default (Swagger 2.0) builds too")
+
+  // Registered after tokengate, @fastify/swagger never hears of its routes (it collects routes as they are
+  // declared): the document builds, without them.
+  const after = await build({ openapi: { info } }, 'tokengate first')
+  t.ok(after.paths['/mine']?.get !== undefined, 'swagger after tokengate: the document builds')
+})
+
 t.test('the gateway serves its document at GET /openapi.json', async t => {
   const { base } = await startGateway(t, { oauth: true })
   const res = await fetch(`${base}/openapi.json`)

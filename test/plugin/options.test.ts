@@ -49,6 +49,55 @@ t.test('register fails, naming the option', async t => {
   }
 })
 
+// A function where no function option is (a misplaced or misspelt callback) is named like any unknown option,
+// with where it belongs or what it is likely a typo of, instead of failing deep inside the schema check.
+t.test('a misplaced or misspelt callback option is named, with where it belongs', async t => {
+  const fn = async (): Promise<null> => null
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['verifyCredentials at the top level', { secret: SECRET_32, verifyCredentials: fn }, /option "verifyCredentials" is not a known option.*routes: \{ verifyCredentials \}/],
+    ['routes.verifyCredential (misspelt)', { secret: SECRET_32, routes: { verifyCredential: fn } }, /option "routes\.verifyCredential" is not a known option.*did you mean "routes\.verifyCredentials"/],
+    ['onIsue (misspelt)', { secret: SECRET_32, onIsue: fn }, /option "onIsue" is not a known option.*did you mean "onIssue"/],
+    ['routes.onIssue (misplaced)', { secret: SECRET_32, routes: { verifyCredentials: fn, onIssue: fn } }, /option "routes\.onIssue" is not a known option.*top level/],
+    ['loginBody at the top level', { secret: SECRET_32, loginBody: { type: 'object' } }, /option "loginBody" is not a known option.*routes: \{ loginBody \}/],
+    ['a function nested in cookie', { secret: SECRET_32, cookie: { secure: true, sameSite: fn } }, /option "cookie\.sameSite" is not a known option/]
+  ]
+  for (const [name, options, message] of cases) {
+    await t.test(name, async t => {
+      const app = appWith(t, { keyPrefix: uniquePrefix('opts'), ...options })
+      const err = await app.ready().then(() => null, (e: unknown) => e as Error)
+      t.equal(err?.name, 'TokengateOptionError', `an OptionError (${err?.message})`)
+      t.match(err?.message, message)
+      t.notMatch(err?.message, /clone/i, 'not a failure inside the schema check')
+      t.notOk(err?.message.includes(SECRET_32), 'the secret is not echoed')
+    })
+  }
+  // Control: the same callbacks where they belong register.
+  const app = appWith(t, { secret: SECRET_32, routes: { verifyCredentials: fn }, onIssue: fn })
+  await app.ready()
+  t.pass('routes.verifyCredentials and onIssue where they belong')
+})
+
+t.test('a duration in a wrong format lists the accepted forms, for every duration option', async t => {
+  const forms = /'500ms', '10s', '10m', '1h', '1d' or a number of seconds/
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['accessTokenTtl', { accessTokenTtl: '10 minutes' }],
+    ['refreshTokenTtl', { refreshTokenTtl: '1 day' }],
+    ['clockTolerance', { clockTolerance: '5 sec' }],
+    ['maxSessionAge', { maxSessionAge: '30days' }],
+    ['dpop.proofMaxAge', { dpop: { proofMaxAge: '1 min' } }],
+    ['accessTokenTtl', { accessTokenTtl: -5 }]
+  ]
+  for (const [option, bad] of cases) {
+    await t.test(`${option}: ${JSON.stringify(Object.values(bad)[0])}`, async t => {
+      const app = appWith(t, { secret: SECRET_32, keyPrefix: uniquePrefix('opts'), ...bad })
+      const err = await app.ready().then(() => null, (e: unknown) => e as Error)
+      t.match(err?.message, new RegExp(`option "${option.replace('.', '\\.')}"`), `names the option (${err?.message})`)
+      t.match(err?.message, forms, 'lists the accepted forms')
+      t.notMatch(err?.message, /Expected union value/)
+    })
+  }
+})
+
 t.test('a secret of exactly 32 bytes is accepted (in ASCII and in 2-byte characters)', async t => {
   for (const secret of [SECRET_32, 'é'.repeat(16)]) {
     t.equal(Buffer.byteLength(secret), 32)

@@ -1,5 +1,9 @@
-// The origin's five steps (DESIGN.md "The scenario it automates"), with the origin defaults:
-// access token 10 minutes, refresh token 1 day, HS256.
+// The scenario the project automates, step by step (the tests below are numbered by it):
+//   1) login issues an access token and a refresh token;  2) the refresh token's record is kept in Redis;
+//   3) the client sends both;  4.1) an expired access token is reissued when the refresh token matches the
+//   stored one;  4.2) an expired refresh token is reissued while the access token is still valid;
+//   5) logout makes both unusable at once.
+// With that scenario's defaults: access token 10 minutes, refresh token 1 day, HS256.
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -28,7 +32,7 @@ async function stored (ta: Pick<TestApp, 'redis' | 'prefix'>, sessionId: string)
 
 const pexpiretime = async (redis: Redis, key: string): Promise<number> => Number(await redis.pexpiretime(key))
 
-t.test('1) login issues both tokens (origin defaults: 10 min access, 1 day refresh)', async t => {
+t.test('1) login issues both tokens (defaults: 10 min access, 1 day refresh)', async t => {
   const { app } = await buildApp(t)
   const before = Date.now()
   const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: 'wonderland' } })

@@ -1,4 +1,4 @@
-// More refresh-hook cases: the origin's non-rotating mode, the hook staying out of tokengate's own routes,
+// More refresh-hook cases: the non-rotating mode (rotateRefreshTokens: false), the hook staying out of tokengate's own routes,
 // per-route roles, refreshClaims, and the audit hooks.
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
@@ -38,7 +38,7 @@ async function buildAppWithRoutes (t: Test, options: Partial<TokengateOptions>, 
   return { app, redis, prefix }
 }
 
-t.test('rotateRefreshTokens: false (origin behaviour): the refresh token is kept and reusable', async t => {
+t.test('rotateRefreshTokens: false: the refresh token is kept and reusable', async t => {
   const { app, redis, prefix } = await buildApp(t, { rotateRefreshTokens: false })
   const pair = await login(app)
   const h0 = (await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h

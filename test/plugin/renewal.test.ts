@@ -1,6 +1,7 @@
-// Origin step 4.2 through the refresh hook: a valid access token sent with an expired refresh token
-// gets a renewed refresh token in `x-refresh-token`, unless the session is revoked, the refresh id is not
-// the current one, the session is past maxSessionAge, or renewExpiredRefresh is off.
+// Renewal through the refresh hook (an expired refresh token is reissued while the access token is still
+// valid): a valid access token sent with an expired refresh token gets a renewed refresh token in
+// `x-refresh-token`, unless the session is revoked, the refresh id is not the current one, the session is
+// past maxSessionAge, or renewExpiredRefresh is off.
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { buildApp, login, sleep } from '../helpers/app.js'
@@ -125,7 +126,7 @@ t.test('not the current refresh id (rotated, grace window over) → no renewal',
 })
 
 t.test('not the current refresh id, inside the default 10 s grace window → no renewal', async t => {
-  // DESIGN.md: renewal only when "the presented refresh id is the session's current one".
+  // A renewal happens only when the presented refresh id is the session's current one.
   await notCurrent(t, {})
 })
 

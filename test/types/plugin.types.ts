@@ -9,8 +9,12 @@ import tokengate, {
   type SessionInfo,
   type TokenPair,
   type TokengateOptions,
-  type UserInfo
+  OAuthSchema,
+  type OAuthOptions,
+  type UserInfo,
+  type VerifyCredentials
 } from '../../plugin/index.js'
+import { Type, type Static } from '@sinclair/typebox'
 import type { SessionInfo as ClientSessionInfo, TokenPair as ClientTokenPair } from '../../client/index.js'
 
 /** Compiles only if `v` is assignable to T. */
@@ -40,6 +44,7 @@ export async function userApp (): Promise<void> {
       prefix: '/auth',
       verifyCredentials: async (body, request) => {
         expectType<unknown>(body)
+        expectType<Equal<typeof body, unknown>>(true) // unannotated: unknown, never any
         expectType<FastifyRequest>(request)
         return { sub: 'u1', roles: ['user'], claims: { name: 'Alice' } }
       }
@@ -74,6 +79,34 @@ export async function userApp (): Promise<void> {
   await app.register(tokengate, { secret: 'x'.repeat(64), onIssue: 'x' })
   // @ts-expect-error verifyCredentials is a function
   await app.register(tokengate, { secret: 'x'.repeat(64), routes: { verifyCredentials: 42 } })
+
+  // verifyCredentials with a typed body: the shape routes.loginBody validates before the callback runs.
+  interface LoginBody { email: string, password: string }
+  await app.register(tokengate, {
+    secret: 'x'.repeat(64),
+    routes: {
+      loginBody: { type: 'object', required: ['email', 'password'], properties: { email: { type: 'string' }, password: { type: 'string' } } },
+      verifyCredentials: async (body: LoginBody, request) => {
+        expectType<string>(body.email)
+        expectType<FastifyRequest>(request)
+        return body.password === 'x' ? { sub: body.email } : null
+      }
+    }
+  })
+  // The same body from a TypeBox schema.
+  const LoginSchema = Type.Object({ username: Type.String(), password: Type.String() })
+  const typedRoutes: TokengateOptions['routes'] = {
+    loginBody: LoginSchema,
+    verifyCredentials: async ({ username }: Static<typeof LoginSchema>) => ({ sub: username })
+  }
+  await app.register(tokengate, { secret: 'x'.repeat(64), routes: typedRoutes })
+  const verify: VerifyCredentials<LoginBody> = async (body) => {
+    expectType<string>(body.email)
+    return null
+  }
+  await app.register(tokengate, { secret: 'x'.repeat(64), routes: { verifyCredentials: verify } })
+  // @ts-expect-error verifyCredentials resolves to { sub } or null
+  await app.register(tokengate, { secret: 'x'.repeat(64), routes: { verifyCredentials: async (body: LoginBody) => body.email } })
 
   // Decorators.
   const pair = await app.tokengate.issue({ sub: 'u1', roles: ['user'], claims: { name: 'Alice' } }, { ip: '127.0.0.1', userAgent: 'ua' })
@@ -155,6 +188,13 @@ export async function userApp (): Promise<void> {
   app.get('/good', good, async () => ({}))
 
   await app.ready()
+}
+
+// routes.oauth's type is the schema's (one definition: the two cannot drift apart).
+export function oauthOptionsAreTheSchema (): void {
+  expectType<Equal<OAuthOptions, Exclude<Static<typeof OAuthSchema>, boolean>>>(true)
+  const o: OAuthOptions = { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] }
+  expectType<OAuthOptions>(o)
 }
 
 // tokengate/client keeps its own copies of the server's JSON shapes (it imports nothing, so a browser

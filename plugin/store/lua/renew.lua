@@ -1,4 +1,4 @@
--- A new refresh id for a session whose refresh token expired while its access token lives.
+-- Renewal: a new refresh id for a session whose refresh token expired while its access token lives.
 -- KEYS: user sessions, 0.1 index
 -- ARGV: now, not-before, small, sessionId, presentedHash, successorHash, parentHash ('' = unknown), refreshTtlMs,
 --       maxSessionAgeMs, extraMs, graceMs, jkt (the DPoP key the request proved, '' = none)
