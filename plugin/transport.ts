@@ -95,7 +95,7 @@ export function noStore (reply: FastifyReply): void {
       headers.push('cache-control', 'no-store')
     } else if (headers !== null && typeof headers === 'object') {
       const h = headers as Record<string, unknown>
-      for (const name of Object.keys(h)) if (name.toLowerCase() === 'cache-control') h[name] = undefined
+      for (const name of Object.keys(h)) if (name !== 'cache-control' && name.toLowerCase() === 'cache-control') delete h[name]
       h['cache-control'] = 'no-store'
     }
     if (!this.headersSent) this.setHeader('cache-control', 'no-store')
