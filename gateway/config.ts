@@ -131,6 +131,48 @@ function fieldOf (pointer: string): string {
   return pointer.replace(/^\//, '').split('/').map((p, i) => /^\d+$/.test(p) ? `[${p}]` : (i === 0 ? p : `.${p}`)).join('') || '(root)'
 }
 
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** Whether one trustProxy entry is an address, a CIDR (address/prefix or address/netmask) or a proxy-addr name. */
+function proxyAddress (entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true
+  const [ip, range, ...rest] = entry.split('/')
+  const version = isIP(ip)
+  if (version === 0 || rest.length > 0) return false
+  if (range === undefined) return true
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (version === 4 ? 32 : 128)
+  return version === 4 && isIP(range) === 4
+}
+
+/**
+ * trustProxy in Fastify's forms: true / false, a hop count (the n proxies nearest to the gateway are trusted),
+ * or the proxies' addresses and CIDRs (an array, or a comma-separated string). From ${VAR}, "2" is a hop
+ * count and "true"/"false" booleans.
+ */
+function trustProxyOf (value: unknown): boolean | number | string | string[] {
+  const bad = (field: string, problem: string): ConfigError => new ConfigError(field, `${problem}: use true, a hop count (e.g. 1) or the proxies' addresses/CIDRs (e.g. ["10.0.0.0/8"] or "10.0.0.1, 10.0.0.2")`)
+  if (typeof value === 'boolean') return value
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0) throw bad('trustProxy', `is invalid (got ${value})`)
+    return value
+  }
+  if (typeof value === 'string') {
+    if (/^\d+$/.test(value)) return Number(value)
+    if (value === 'true' || value === 'false') return value === 'true'
+    const entries = value.split(',').map(e => e.trim())
+    const wrong = entries.find(e => !proxyAddress(e))
+    if (wrong !== undefined) throw bad('trustProxy', `is invalid: ${JSON.stringify(wrong)} is not an address or CIDR`)
+    return value
+  }
+  if (Array.isArray(value) && value.length > 0) {
+    for (const [i, e] of value.entries()) {
+      if (typeof e !== 'string' || !proxyAddress(e.trim())) throw bad(`trustProxy[${i}]`, `is invalid: ${JSON.stringify(e)} is not an address or CIDR`)
+    }
+    return value as string[]
+  }
+  throw bad('trustProxy', 'is invalid')
+}
+
 /**
  * Validates a config object (after ${VAR} expansion), fills defaults, resolves file paths against
  * `baseDir` and reads key files. Throws ConfigError naming the field.
@@ -194,48 +236,6 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
   }
   // Not a config field: kept off the enumerable keys so a parsed config can be parsed again.
   return Object.defineProperty(config, 'baseDir', { value: baseDir, enumerable: false }) as GatewayConfig & { baseDir: string }
-}
-
-const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
-
-/** Whether one trustProxy entry is an address, a CIDR (address/prefix or address/netmask) or a proxy-addr name. */
-function proxyAddress (entry: string): boolean {
-  if (PROXY_NAMES.has(entry)) return true
-  const [ip, range, ...rest] = entry.split('/')
-  const version = isIP(ip)
-  if (version === 0 || rest.length > 0) return false
-  if (range === undefined) return true
-  if (/^\d{1,3}$/.test(range)) return Number(range) <= (version === 4 ? 32 : 128)
-  return version === 4 && isIP(range) === 4
-}
-
-/**
- * trustProxy in Fastify's forms: true / false, a hop count (the n proxies nearest to the gateway are trusted),
- * or the proxies' addresses and CIDRs (an array, or a comma-separated string). From ${VAR}, "2" is a hop
- * count and "true"/"false" booleans.
- */
-function trustProxyOf (value: unknown): boolean | number | string | string[] {
-  const bad = (field: string, problem: string): ConfigError => new ConfigError(field, `${problem}: use true, a hop count (e.g. 1) or the proxies' addresses/CIDRs (e.g. ["10.0.0.0/8"] or "10.0.0.1, 10.0.0.2")`)
-  if (typeof value === 'boolean') return value
-  if (typeof value === 'number') {
-    if (!Number.isInteger(value) || value < 0) throw bad('trustProxy', `is invalid (got ${value})`)
-    return value
-  }
-  if (typeof value === 'string') {
-    if (/^\d+$/.test(value)) return Number(value)
-    if (value === 'true' || value === 'false') return value === 'true'
-    const entries = value.split(',').map(e => e.trim())
-    const wrong = entries.find(e => !proxyAddress(e))
-    if (wrong !== undefined) throw bad('trustProxy', `is invalid: ${JSON.stringify(wrong)} is not an address or CIDR`)
-    return value
-  }
-  if (Array.isArray(value) && value.length > 0) {
-    for (const [i, e] of value.entries()) {
-      if (typeof e !== 'string' || !proxyAddress(e.trim())) throw bad(`trustProxy[${i}]`, `is invalid: ${JSON.stringify(e)} is not an address or CIDR`)
-    }
-    return value as string[]
-  }
-  throw bad('trustProxy', 'is invalid')
 }
 
 /** Reads and parses a JSON config file; paths inside it are relative to the file. */

@@ -52,6 +52,8 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
       const parts = tokens.parseRefresh(refreshToken)
       if (parts === null) throw new RefreshInvalidError()
       if (parts.expiresAt <= Date.now()) throw new RefreshExpiredError()
+      // A session this instance knows is revoked: refused before any proof or store work.
+      if (sessions.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
       if (!csrfPassed(request, reply, parts.sessionId)) return
       // Counted (the gateway's per-IP limit) before any costly work; a refusal is kept like any refresh failure.
       if (beforeRefresh !== undefined) await beforeRefresh(request)

@@ -188,6 +188,7 @@ export function registerRoutes (
     if (token === undefined || token === '') throw new RefreshInvalidError()
     // The token (its MAC and expiry), then the CSRF token of its session, then the proof, its jti last.
     const parts = sessions.checkRefresh(token)
+    if (sessions.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
     if (byCookie && !transport.csrfOk(request, parts.sessionId)) {
       transport.csrfRefused(request, reply, parts.sessionId)
       throw new CsrfError()
