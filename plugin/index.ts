@@ -94,7 +94,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   })
 
   if (opts.transport.cookie && !app.hasRequestDecorator('cookies')) await app.register(fastifyCookie)
-  const tokenTransport = transport(app, opts)
+  const tokenTransport = transport(app, opts, tokens)
 
   app.decorateRequest('auth', null)
   app.decorateRequest(kAuthError, null)

@@ -294,6 +294,11 @@ export class Sessions {
     const auth = this.checkAccess(token)
     if (auth === 'expired') return new TokenExpiredError()
     if (auth === 'invalid') return new TokenInvalidError()
+    return this.unlessRevoked(auth)
+  }
+
+  /** The revocation half of `authorize`, for an access token already checked: synchronous while the feed is up. */
+  unlessRevoked (auth: AuthInfo): AuthInfo | Error | Promise<AuthInfo | Error> {
     const revoked = this.revocations.isRevoked(auth.sessionId)
     if (revoked === false) return auth
     if (revoked === true) return new TokenRevokedError()
