@@ -47,7 +47,7 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
     return dpop.verify(request, reply, ath)
   }
 
-  /** Origin step 4.1: the access token expired or is missing, the refresh token is checked and used. */
+  /** The access token expired or is missing: the refresh token is checked and used to reissue it. */
   async function refreshFor (request: FastifyRequest, reply: FastifyReply, refreshToken: string, access: string | undefined): Promise<void> {
     try {
       const parts = tokens.parseRefresh(refreshToken)

@@ -54,7 +54,7 @@ t.test('@fastify/swagger registered without tokengate\'s schemes: the document b
   const build = async (swaggerOptions: Record<string, unknown>, order: 'swagger first' | 'tokengate first' | 'neither awaited'): Promise<Doc & { securityDefinitions?: Record<string, any> }> => {
     const app = Fastify({ logger: false })
     t.teardown(async () => { await app.close() })
-    const options = { secret: SECRET, routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions
+    const options = { secret: SECRET, issuer: 'https://auth.example', routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions
     if (order === 'swagger first') {
       await app.register(swagger, swaggerOptions)
       await app.register(tokengate, options)
