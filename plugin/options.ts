@@ -121,8 +121,8 @@ export interface DpopOptions {
 }
 
 export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'cookie' | 'dpop'>> {
-  /** A redis:// URL, or an ioredis Redis or Cluster instance (you keep ownership of an instance). */
-  redis?: string | import('ioredis').Redis | import('ioredis').Cluster
+  /** A redis:// URL, or your ioredis 5 or 6 Redis or Cluster instance (you keep ownership of an instance). */
+  redis?: string | import('./store/redis.js').RedisClient
   /** A custom SessionStore. */
   store?: SessionStore
   cookie?: { domain?: string, secure?: boolean }
