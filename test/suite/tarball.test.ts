@@ -12,6 +12,7 @@ import { checkUsageSteps, readmeBlock, runUsageSteps } from '../helpers/readme.j
 import { freePort, startOwnRedis, type OwnRedis } from '../helpers/redis.js'
 import { DIST, ROOT, childEnv, killChildren, spawnDist, tempDir, track } from '../helpers/spawn.js'
 
+t.setTimeout(300_000) // npm pack + npm install + a strict tsc run: half a minute, far more on a busy machine
 t.teardown(killChildren)
 
 const NODE_BIN = path.dirname(process.execPath)
