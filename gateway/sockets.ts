@@ -3,7 +3,12 @@
 // with 1008 "session revoked" (RFC 6455 §7.4.1: policy violation), upstream side included.
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { WebSocket } from 'ws'
+
+/** What the registry uses of a proxied client socket (a `ws` WebSocket), written out so the shipped types need no `ws` types. */
+export interface ProxiedSocket {
+  close: (code: number, reason: string) => void
+  once: (event: 'close', listener: () => void) => unknown
+}
 
 export const REVOKED_CLOSE = { code: 1008, reason: 'session revoked' } as const
 
@@ -11,7 +16,7 @@ export interface SocketRegistry {
   /** Notes the session of an authenticated upgrade request (before the proxy opens its sockets). */
   note: (request: FastifyRequest) => void
   /** @fastify/http-proxy's wsHooks.onConnect: the client socket is up, the upstream connected. */
-  onConnect: (context: unknown, source: WebSocket) => void
+  onConnect: (context: unknown, source: ProxiedSocket) => void
   /** How many proxied sockets are open for sessions (for tests and metrics). */
   readonly size: number
 }
@@ -20,7 +25,7 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
   // The upgrade's network socket → its session; ws keeps the same socket as `_socket` (ws has no public
   // accessor for it, and the proxy's hooks do not pass the request).
   const pending = new WeakMap<Socket, { sessionId: string, token: string }>()
-  const bySession = new Map<string, Set<WebSocket>>()
+  const bySession = new Map<string, Set<ProxiedSocket>>()
   let size = 0
 
   function closeAll (sessionId: string): void {

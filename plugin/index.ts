@@ -201,5 +201,5 @@ export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'
 export { DurationSchema, KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type VerifyCredentials, type OAuthOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
-export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'
+export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisClient, type RedisStoreOptions } from './store/index.js'
 export { ownClientOptions as redisClientOptions } from './store/redis.js'

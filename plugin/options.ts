@@ -4,7 +4,7 @@ import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
 import type { DpopAlgorithm } from './dpop.js'
-import type { SessionStore } from './store/index.js'
+import type { RedisClient, SessionStore } from './store/index.js'
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
@@ -149,8 +149,8 @@ export interface DpopOptions {
 }
 
 export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'beforeRefresh' | 'cookie' | 'dpop'>> {
-  /** A redis:// URL, or an ioredis Redis or Cluster instance (you keep ownership of an instance). */
-  redis?: string | import('ioredis').Redis | import('ioredis').Cluster
+  /** A redis:// URL, or your ioredis 5 or 6 Redis or Cluster instance (you keep ownership of an instance). */
+  redis?: string | RedisClient
   /** A custom SessionStore. */
   store?: SessionStore
   cookie?: { domain?: string, secure?: boolean }

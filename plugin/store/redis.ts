@@ -3,17 +3,32 @@
 // The record layout is in lua/common.lua; sessions of the 0.1 layout are moved over as they are touched.
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Cluster, Redis } from 'ioredis'
+import { Redis, type Cluster, type RedisOptions } from 'ioredis'
 import type {
   CreateOptions, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
   RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
+/**
+ * A Redis client of yours for tokengate to use: an ioredis `Redis` or `Cluster` instance of ioredis 5 or 6.
+ * Written out as the few members both majors share, not as ioredis's classes, so an instance made by your
+ * own copy of ioredis, whichever major, is accepted (ioredis's classes of one copy do not accept another's).
+ */
+export interface RedisClient {
+  readonly status: string
+  /** true on a `Cluster`, false on a `Redis` (ioredis 5 and 6 both say so). */
+  readonly isCluster: boolean
+  defineCommand: (name: string, definition: { lua: string, numberOfKeys?: number }) => void
+  quit: () => Promise<unknown>
+  disconnect: () => void
+}
+
+/** How the store calls a client: through ioredis 6's types, the API every accepted client shares. */
 type Client = Redis | Cluster
 
 export interface RedisStoreOptions {
-  /** A redis:// URL (the store owns the connection) or an ioredis Redis/Cluster instance (you own it). */
-  redis: string | Client
+  /** A redis:// URL (the store owns the connection) or your ioredis 5 or 6 Redis/Cluster instance (you own it). */
+  redis: string | RedisClient
   /** Key and channel prefix; default 'tg'. */
   keyPrefix?: string
   /** Bound on every store call in ms; default 1000. */
@@ -43,7 +58,7 @@ type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
 
 /** Options for the connections tokengate opens itself: fail fast while Redis is away, reconnect forever. */
-export function ownClientOptions (timeoutMs: number): import('ioredis').RedisOptions {
+export function ownClientOptions (timeoutMs: number): RedisOptions {
   return {
     enableOfflineQueue: false,
     commandTimeout: timeoutMs,
@@ -75,9 +90,17 @@ export function closingClient (client: object): void {
   closedByUs.add(client)
 }
 
+/**
+ * Whether a client is a Cluster. Asked of the client, never with `instanceof`: a user's client may come from
+ * another copy or major of ioredis than ours.
+ */
+function isCluster (client: Client): client is Cluster {
+  return client.isCluster
+}
+
 /** Whether a client carries a command timeout (ioredis then bounds every call on it). */
 function hasCommandTimeout (client: Client): boolean {
-  const timeout = client instanceof Cluster ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
+  const timeout = isCluster(client) ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
   return typeof timeout === 'number' && timeout > 0
 }
 
@@ -104,7 +127,7 @@ export class RedisStore implements SessionStore {
     this.owned = typeof opts.redis === 'string'
     this.client = typeof opts.redis === 'string'
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
-      : opts.redis
+      : opts.redis as unknown as Client
     if (this.owned) this.client.on('error', () => { /* reported by failing calls; reconnects by itself */ })
     this.selfBounded = this.owned || hasCommandTimeout(this.client)
     for (const [name, def] of Object.entries(SCRIPTS)) {
@@ -217,9 +240,12 @@ export class RedisStore implements SessionStore {
   }
 
   async loadRevoked (now: number): Promise<RevocationEntry[]> {
-    const flat = await this.bounded(this.client.zrangebyscore(this.revokedKey, `(${now}`, '+inf', 'WITHSCORES'))
+    const reply: Array<string | [string, string | number]> = await this.bounded(this.client.zrangebyscore(this.revokedKey, `(${now}`, '+inf', 'WITHSCORES'))
+    // [member, score, …] (RESP2, and ioredis 6's default reply mapping), or [[member, score], …] from a
+    // user's ioredis 6 client made with replyMapping: 'resp3'.
+    const flat = reply.flat()
     const out: RevocationEntry[] = []
-    for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: flat[i], until: Number(flat[i + 1]) })
+    for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: String(flat[i]), until: Number(flat[i + 1]) })
     return out
   }
 
@@ -234,12 +260,12 @@ export class RedisStore implements SessionStore {
 
   async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
     // A connection of its own: a subscribed connection can run no other command.
-    const sub: Client = this.client instanceof Cluster
+    const sub: Client = isCluster(this.client)
       ? this.client.duplicate()
       // No command timeout: the heartbeat bounds its own PING (and would read an ioredis timeout as a miss).
       : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
     this.subscriber = sub
-    if (sub instanceof Redis) keepConnected(sub)
+    if (!isCluster(sub)) keepConnected(sub)
     let subscribed = false
     const down = (): void => {
       subscribed = false
@@ -249,7 +275,7 @@ export class RedisStore implements SessionStore {
     // The proof of life: a PING on the subscriber's own connection. A Cluster subscribes through a
     // connection of its own choosing, which a PING on the Cluster would not reach: there the proof is a
     // message this instance publishes to a channel of its own and hears back through the subscription.
-    const cluster = sub instanceof Cluster
+    const cluster = isCluster(sub)
     const probeChannel = `${this.channel}:alive:${randomBytes(8).toString('hex')}`
     let heard: (() => void) | undefined
     sub.on('message', (channel: string, message: string) => {
