@@ -10,10 +10,10 @@
 // gives them all the same successor within its grace window. A 401 that no refresh mended signs the client out;
 // the only automatic retry is one, for a DPoP nonce challenge.
 
-/** The server's login answer (README, "API"). Times in seconds. */
+/** The server's login answer (README, "API"). Times in seconds. With cookie transport the tokens are in HttpOnly cookies, not here. */
 export interface TokenPair {
-  accessToken: string
-  refreshToken: string
+  accessToken?: string
+  refreshToken?: string
   tokenType: 'Bearer' | 'DPoP'
   expiresIn: number
   refreshExpiresIn: number
@@ -137,15 +137,24 @@ async function loadKeyPair (name: string): Promise<[CryptoKeyPair, JsonWebKey]> 
   return [pair, { kty, crv, x, y }]
 }
 
-/** The exp (seconds) of a JWT, read without verification, in ms; null when there is none. */
-function expiryOf (jwt: string): number | null {
+/** The claims of a JWT, read without verification; {} when it is not one. */
+function claimsOf (jwt: string): { exp?: unknown, sid?: unknown } {
   try {
-    const exp = JSON.parse(atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp
-    return typeof exp === 'number' ? exp * 1000 : null
+    return JSON.parse(atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))) ?? {}
   } catch {
-    return null
+    return {}
   }
 }
+
+/** The exp (seconds) of a JWT, in ms; null when there is none. */
+function expiryOf (jwt: string): number | null {
+  const exp = claimsOf(jwt).exp
+  return typeof exp === 'number' ? exp * 1000 : null
+}
+
+/** Whether a token names this session (an access token's sid; a refresh token's `tgr2.<user>.<session>.…`). */
+const ofSession = (token: string, access: boolean, session: string): boolean =>
+  (access ? claimsOf(token).sid : token.split('.')[2]) === session
 
 export function createClient (options: ClientOptions = {}): Client {
   const base = (options.baseUrl ?? g.location?.origin ?? '').replace(/\/+$/, '')
@@ -253,8 +262,10 @@ export function createClient (options: ClientOptions = {}): Client {
   /** Keeps the tokens a response brings, or signs out on a 401 that no refresh mended; only while the storage holds what was sent. */
   async function settle (res: Response, sent: Stored | null): Promise<void> {
     if (sent === null) return
-    const access = res.headers.get('x-access-token')
-    const refresh = res.headers.get('x-refresh-token')
+    // Only tokens of this very session are kept: one of another session (planted by whatever answered) is ignored.
+    let access = res.headers.get('x-access-token')
+    let refresh = res.headers.get('x-refresh-token')
+    if ((access !== null && !ofSession(access, true, sent.s)) || (refresh !== null && !ofSession(refresh, false, sent.s))) access = refresh = null
     if (res.status === 401 && access === null && refresh === null && /use_dpop_nonce/.test(res.headers.get('www-authenticate') ?? '')) return
     const now = await read()
     if (now === null || now.s !== sent.s || now.r !== sent.r) return
@@ -292,10 +303,16 @@ export function createClient (options: ClientOptions = {}): Client {
     get accessExpiresAt () { return state?.e ?? null },
     get sessionId () { return state?.s ?? null },
     async login (credentials) {
-      const [res] = await call(auth + '/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials) }, false)
+      // By cookie the server keeps the tokens out of the answer's body (asked for, where it offers both transports).
+      const headers: Record<string, string> = { 'content-type': 'application/json', ...(cookie ? { 'x-tokengate-transport': 'cookie' } : {}) }
+      const [res] = await call(auth + '/login', { method: 'POST', headers, body: JSON.stringify(credentials) }, false)
       const pair: TokenPair = await body(res)
       const next: Stored = { t: pair.tokenType, s: pair.sessionId, e: Date.now() + pair.expiresIn * 1000 }
-      if (!cookie) { next.a = pair.accessToken; next.r = pair.refreshToken }
+      if (!cookie) {
+        if (pair.accessToken === undefined || pair.refreshToken === undefined) throw new AuthError('the server answered without tokens: is it configured for cookie transport?', res.status)
+        next.a = pair.accessToken
+        next.r = pair.refreshToken
+      }
       await write(next)
       bc?.postMessage(1)
       return pair

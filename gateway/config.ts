@@ -1,6 +1,7 @@
 // The gateway's config: a TypeBox schema, ${VAR} from the environment, file loading. Any problem is
 // one ConfigError naming the field.
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
@@ -71,9 +72,12 @@ export const ConfigSchema = Type.Object({
   routes: Type.Array(Route, { default: [] }),
   rateLimit: Type.Object({
     failedLogins: Limit(10, '15m'),
+    // Per account, from any IP: an attacker rotating addresses gets no more guesses than this.
+    failedLoginsPerUser: Limit(100, '15m'),
     requests: Limit(100, '1m')
   }, { additionalProperties: false, default: {} }),
-  trustProxy: Type.Boolean({ default: false }),
+  // Fastify's trustProxy: true, a hop count, or addresses/CIDRs (an array, or a comma-separated string); checked in parseConfig.
+  trustProxy: Type.Unsafe<boolean | number | string | string[]>(Type.Any({ default: false })),
   // OAuth 2.0 endpoints under /auth (token, revoke, introspect) and the metadata: the plugin's routes.oauth.
   oauth: Type.Optional(OAuthSchema),
   // Browsers on these origins may call the gateway (CORS, with credentials).
@@ -121,6 +125,48 @@ export function expandEnv (value: unknown, env: NodeJS.ProcessEnv, field = ''): 
 
 function fieldOf (pointer: string): string {
   return pointer.replace(/^\//, '').split('/').map((p, i) => /^\d+$/.test(p) ? `[${p}]` : (i === 0 ? p : `.${p}`)).join('') || '(root)'
+}
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** Whether one trustProxy entry is an address, a CIDR (address/prefix or address/netmask) or a proxy-addr name. */
+function proxyAddress (entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true
+  const [ip, range, ...rest] = entry.split('/')
+  const version = isIP(ip)
+  if (version === 0 || rest.length > 0) return false
+  if (range === undefined) return true
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (version === 4 ? 32 : 128)
+  return version === 4 && isIP(range) === 4
+}
+
+/**
+ * trustProxy in Fastify's forms: true / false, a hop count (the n proxies nearest to the gateway are trusted),
+ * or the proxies' addresses and CIDRs (an array, or a comma-separated string). From ${VAR}, "2" is a hop
+ * count and "true"/"false" booleans.
+ */
+function trustProxyOf (value: unknown): boolean | number | string | string[] {
+  const bad = (field: string, problem: string): ConfigError => new ConfigError(field, `${problem}: use true, a hop count (e.g. 1) or the proxies' addresses/CIDRs (e.g. ["10.0.0.0/8"] or "10.0.0.1, 10.0.0.2")`)
+  if (typeof value === 'boolean') return value
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0) throw bad('trustProxy', `is invalid (got ${value})`)
+    return value
+  }
+  if (typeof value === 'string') {
+    if (/^\d+$/.test(value)) return Number(value)
+    if (value === 'true' || value === 'false') return value === 'true'
+    const entries = value.split(',').map(e => e.trim())
+    const wrong = entries.find(e => !proxyAddress(e))
+    if (wrong !== undefined) throw bad('trustProxy', `is invalid: ${JSON.stringify(wrong)} is not an address or CIDR`)
+    return value
+  }
+  if (Array.isArray(value) && value.length > 0) {
+    for (const [i, e] of value.entries()) {
+      if (typeof e !== 'string' || !proxyAddress(e.trim())) throw bad(`trustProxy[${i}]`, `is invalid: ${JSON.stringify(e)} is not an address or CIDR`)
+    }
+    return value as string[]
+  }
+  throw bad('trustProxy', 'is invalid')
 }
 
 /**
@@ -172,6 +218,12 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
       }
     }
     if (k.publicKey === undefined) throw new ConfigError(`tokens.keys[${i}].publicKey`, 'is required')
+  }
+  config.trustProxy = trustProxyOf(config.trustProxy)
+  // The OAuth metadata names the issuer and the endpoints under it: never taken from a request's Host header.
+  if (config.oauth !== undefined && config.oauth !== false) {
+    if (config.tokens.issuer === undefined) throw new ConfigError('tokens.issuer', 'is required with oauth: the authorization server metadata names it and the endpoint URLs under it (the gateway\'s public URL, e.g. "https://auth.example")')
+    if (!/^https?:\/\/[^/?#\s]+(\/[^?#\s]*)?$/.test(config.tokens.issuer)) throw new ConfigError('tokens.issuer', 'must be an http(s) URL without query or fragment with oauth (the gateway\'s public URL)')
   }
   const prefixes = new Set<string>()
   for (const [i, r] of config.routes.entries()) {

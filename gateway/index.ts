@@ -63,6 +63,16 @@ function quietLogs (): Pick<FastifyServerOptions, 'disableRequestLogging' | 'log
   return { logController: new Quiet() }
 }
 
+/**
+ * The config's trustProxy for Fastify. A hop count n trusts the n proxies nearest to the gateway: the client's
+ * address is the one the nth proxy appended to X-Forwarded-For, whatever the client wrote in front of it.
+ * (Fastify ≥ 5.12 ignores a number, so the count is given to it as the trust function older versions built.)
+ */
+function trustProxyOption (tp: GatewayConfig['trustProxy']): FastifyServerOptions['trustProxy'] {
+  if (typeof tp !== 'number') return tp
+  return tp === 0 ? false : (_address: string, hop: number) => hop < tp
+}
+
 /** Runs `hook` first among a route's own onRequest hooks. */
 function prependOnRequest (route: RouteOptions, hook: (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void | Promise<void>): void {
   const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
@@ -76,7 +86,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     // Lines go to stdout with a synchronous write each: pino's default asynchronous writes hand every
     // line to libuv's thread pool, which at proxy rates costs several times the line itself.
     logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: 1, sync: true }) },
-    trustProxy: config.trustProxy,
+    trustProxy: trustProxyOption(config.trustProxy),
     // One access-log line per request is written where it is counted (metrics.ts), as a proxy does.
     ...quietLogs(),
     requestIdHeader: false,
@@ -110,6 +120,10 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   const metrics = createMetrics()
   const { recorder } = instrument(app, metrics)
   serveMetrics(app, metrics, config.metrics)
+  // Kept on the public port by default (compatibility), but said: the counters tell an outsider what the gateway sees.
+  if (config.metrics !== false && config.metrics.listen === undefined && !/^(127\.|::1$|localhost$)/.test(config.listen.host)) {
+    app.log.warn(`gateway: GET /metrics is served on the public port (${config.listen.host}); set "metrics": { "listen": { "port": … } } to serve it apart, or false`)
+  }
   // The request id goes back on every response: proxied answers get it in the proxy's response-header
   // rewrite and errors in onError, so only the gateway's own routes need a hook for it (hooks cost).
   const echoRequestId = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
@@ -145,6 +159,11 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   const failedLogins: FailedLogins = redis !== undefined
     ? redisFailedLogins(redis, keyPrefix, failed.max, failedWindowMs)
     : memoryFailedLogins(failed.max, failedWindowMs)
+  const perUser = config.rateLimit.failedLoginsPerUser
+  const perUserWindowMs = durationMs(perUser.window, 'rateLimit.failedLoginsPerUser.window')
+  const failedPerUser: FailedLogins = redis !== undefined
+    ? redisFailedLogins(redis, keyPrefix, perUser.max, perUserWindowMs, 'user')
+    : memoryFailedLogins(perUser.max, perUserWindowMs)
 
   app.addHook('onClose', async () => {
     await provider.close()
@@ -178,13 +197,23 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
         const b = body as { username?: unknown, email?: unknown }
         const who = typeof b.username === 'string' ? b.username : typeof b.email === 'string' ? b.email : ''
         const key = `${request.ip}\n${who}`
-        const wait = await failedLogins.blockedFor(key).catch(() => 0)
+        // Per IP + username, and per username from any IP (so rotating addresses buys no more guesses at one
+        // account; a body without a username or email is counted per IP only).
+        const account = who !== ''
+        const waits = await Promise.all([failedLogins.blockedFor(key).catch(() => 0), account ? failedPerUser.blockedFor(who).catch(() => 0) : 0])
+        const wait = Math.max(...waits)
         if (wait > 0) throw rateLimited(wait)
         const user = await provider.verify(body, String(request.id))
         metrics.logins.inc({ result: user === null ? 'failure' : 'success' })
-        if (user === null) await failedLogins.fail(key).catch(() => {})
+        if (user === null) await Promise.all([failedLogins.fail(key).catch(() => {}), account ? failedPerUser.fail(who).catch(() => {}) : undefined])
         return user
       }
+    },
+    // Every refresh counts against the per-IP limit: the refresh hook's on any route as POST /auth/refresh's
+    // (those routes are counted by URL above). Past the limit the hook refreshes nothing and keeps the 429.
+    beforeRefresh: (request: FastifyRequest) => {
+      const wait = perIpLimiter.hit(request.ip)
+      if (wait > 0) throw rateLimited(wait)
     },
     onRefresh: () => { metrics.refreshes.inc({ result: 'success' }) },
     onRevoke: (_userId: string, _sessionId: string, meta: AuditMeta) => { metrics.revocations.inc({ reason: meta.reason ?? 'api' }) },

@@ -1,5 +1,6 @@
 // The gateway's login limits: all logins and refreshes per client IP (a fixed window), and failed logins
-// per client IP + username (a login refused for bad credentials counts); past `max` within `window`, 429.
+// per client IP + username and per username (a login refused for bad credentials counts); past `max`
+// within `window`, 429.
 import { createHash } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { Cluster, Redis } from 'ioredis'
@@ -19,9 +20,12 @@ export interface FailedLogins {
 
 const digest = (key: string): string => createHash('sha256').update(key).digest('base64url').slice(0, 22)
 
-/** Counters in Redis, shared by every gateway instance: `<prefix>:rl:fail:<sha256(ip + username)>`. */
-export function redisFailedLogins (redis: Redis | Cluster, prefix: string, max: number, windowMs: number): FailedLogins {
-  const k = (key: string): string => `${prefix}:rl:fail:${digest(key)}`
+/**
+ * Counters in Redis, shared by every gateway instance: `<prefix>:rl:fail:<sha256(ip + username)>` (and, for the
+ * per-account count, `<prefix>:rl:user:<sha256(username)>`).
+ */
+export function redisFailedLogins (redis: Redis | Cluster, prefix: string, max: number, windowMs: number, kind: 'fail' | 'user' = 'fail'): FailedLogins {
+  const k = (key: string): string => `${prefix}:rl:${kind}:${digest(key)}`
   return {
     async blockedFor (key) {
       const [[, count], [, pttl]] = await redis.multi().get(k(key)).pttl(k(key)).exec() as [[unknown, string | null], [unknown, number]]

@@ -4,7 +4,12 @@
 // §7.4.1: policy violation), upstream side included.
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { WebSocket } from 'ws'
+
+/** What the registry uses of a proxied client socket (a `ws` WebSocket), written out so the shipped types need no `ws` types. */
+export interface ProxiedSocket {
+  close: (code: number, reason: string) => void
+  once: (event: 'close', listener: () => void) => unknown
+}
 
 export const REVOKED_CLOSE = { code: 1008, reason: 'session revoked' } as const
 
@@ -14,7 +19,7 @@ export interface SocketRegistry {
   /** Notes the session of an authenticated upgrade request (before the proxy opens its sockets). */
   note: (request: FastifyRequest) => void
   /** @fastify/http-proxy's wsHooks.onConnect: the client socket is up, the upstream connected. */
-  onConnect: (context: unknown, source: WebSocket) => void
+  onConnect: (context: unknown, source: ProxiedSocket) => void
   /** How many proxied sockets are open for sessions (for tests and metrics). */
   readonly size: number
 }
@@ -23,8 +28,8 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
   // The upgrade's network socket → its session; ws keeps the same socket as `_socket` (ws has no public
   // accessor for it, and the proxy's hooks do not pass the request).
   const pending = new WeakMap<Socket, Owner>()
-  const bySession = new Map<string, Set<WebSocket>>()
-  const owners = new Map<WebSocket, Owner>()
+  const bySession = new Map<string, Set<ProxiedSocket>>()
+  const owners = new Map<ProxiedSocket, Owner>()
   let size = 0
 
   function closeAll (sessionId: string): void {
@@ -34,7 +39,7 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
     for (const ws of sockets) ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
   }
   /** Closes a socket whose token is refused now (revoked, or issued before an epoch). */
-  function recheck (ws: WebSocket, owner: Owner): void {
+  function recheck (ws: ProxiedSocket, owner: Owner): void {
     app.tokengate.verify(owner.token).catch((err: { code?: string }) => {
       if (err.code === 'TOKENGATE_TOKEN_REVOKED') ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
     })

@@ -30,12 +30,30 @@ function namedByConnection (connection: unknown): Set<string> | undefined {
   return new Set(lower.split(',').map(n => n.trim()).filter(n => n !== ''))
 }
 
-/** Response headers for the client: the upstream's, minus hop-by-hop ones, plus the request id. */
+/** Response headers only tokengate sets: an upstream's never reach the client (it cannot plant a token). */
+const TOKEN_RESPONSE_HEADERS = new Set(['x-access-token', 'x-refresh-token'])
+
+/** An upstream's Set-Cookie lines without tokengate's own cookies; undefined when none is left. */
+function withoutTokenSetCookies (value: unknown): string | string[] | undefined {
+  const lines = ([] as unknown[]).concat(value).map(String).filter(line => !TOKEN_COOKIES.has(line.slice(0, line.indexOf('=')).trim().toLowerCase()))
+  return lines.length === 0 ? undefined : lines
+}
+
+/**
+ * Response headers for the client: the upstream's, minus hop-by-hop ones, minus any token header or tg_*
+ * cookie of its own, plus the request id. (When the refresh hook sent tokens with this response, their
+ * Cache-Control: no-store is put back last, whatever the upstream said: see the plugin's noStore.)
+ */
 export function clientHeaders (headers: Record<string, unknown>, requestId: string): Record<string, unknown> {
   const named = namedByConnection(headers.connection)
   const out: Record<string, unknown> = {}
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
+    if (HOP_BY_HOP.has(name) || named?.has(name) === true || TOKEN_RESPONSE_HEADERS.has(name)) continue
+    if (name === 'set-cookie') {
+      const kept = withoutTokenSetCookies(headers[name])
+      if (kept !== undefined) out[name] = kept
+      continue
+    }
     out[name] = headers[name]
   }
   out['x-request-id'] = requestId
@@ -43,16 +61,31 @@ export function clientHeaders (headers: Record<string, unknown>, requestId: stri
 }
 
 /**
+ * Client header names the gateway sets or strips (lower-case): identity, the request id, the identity
+ * assertion, tokens, hop-by-hop. Their spellings with `_` for `-` are dropped too: Rack, PHP and WSGI
+ * upstreams read `x_user_id` as `x-user-id` (HTTP_X_USER_ID).
+ */
+const GUARDED = new Set(['x-session-id', 'x-request-id', 'authorization', 'x-refresh-token', 'x-csrf-token', 'dpop', 'cookie', ...HOP_BY_HOP])
+
+/** Whether a client header name (lower-case, with `_`) reads as one the gateway sets or strips. */
+function spoofed (name: string): boolean {
+  const n = name.replace(/_/g, '-')
+  return n.startsWith('x-user-') || n.startsWith('x-tokengate-') || GUARDED.has(n)
+}
+
+/**
  * The headers an upstream receives: a fresh object (no `delete`, which slows V8 objects) without
- * hop-by-hop headers, without any client-sent x-user-* / x-session-id / x-request-id, without the tokens
- * unless forwardToken, plus the verified identity and the request id.
+ * hop-by-hop headers, without any client-sent x-user-* / x-session-id / x-request-id / x-tokengate-*
+ * (nor any spelling of a header the gateway sets or strips with `_` for `-`), without the tokens unless
+ * forwardToken, plus the verified identity and the request id.
  */
 export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, route: RouteConfig): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {}
   // reply-from has dropped Connection and the headers it names; the WebSocket path has not.
   const named = namedByConnection(request.headers.connection)
   for (const name in headers) {
-    if (name.startsWith('x-user-') || name === 'x-session-id' || name === 'x-request-id') continue
+    if (name.startsWith('x-user-') || name.startsWith('x-tokengate-') || name === 'x-session-id' || name === 'x-request-id') continue
+    if (name.includes('_') && spoofed(name)) continue
     if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
     if (!route.forwardToken) {
       if (name === 'authorization' || name === 'x-refresh-token' || name === 'x-csrf-token' || name === 'dpop') continue

@@ -23,8 +23,8 @@ export interface DpopSettings {
   clockToleranceMs: number
 }
 
-/** A checked proof: the key's thumbprint, and its jti (for replay memory). */
-export interface Proof { jkt: string, jti: string }
+/** A verified proof: the key's thumbprint, and what its replay check needs (its jti is claimed by `claim`). */
+export interface Proof { jkt: string, jti: string, iat: number }
 
 /** Remembers proof ids for a while: true the first time an id is seen within `ttlMs`. */
 export type ClaimProof = (id: string, ttlMs: number) => Promise<boolean> | boolean
@@ -62,11 +62,67 @@ export const accessTokenHash = (token: string): string => sha256(token)
 
 const KEY_CACHE_MAX = 10_000
 const NONCE_LABEL = 'tokengate dpop nonce v1'
+/** Proofs `replay: 'memory'` remembers at most, per instance. */
+export const REPLAY_MEMORY_MAX = 100_000
+
+/**
+ * The in-memory replay check, bounded. Proofs are grouped by their `iat` second (a replay carries the same iat
+ * as the original). A group is forgotten once its proofs can no longer pass the iat check. When `max` proofs
+ * are remembered, the oldest second is forgotten early, and from then on every proof of that second or an
+ * older one is refused: the cache stays bounded and never accepts a proof twice. A flood only narrows the
+ * window in which proofs are accepted (fresh proofs, of the current second, pass unless the flood is of that
+ * very second).
+ */
+export class ReplayMemory {
+  private readonly bySecond = new Map<number, Set<string>>()
+  /** Proofs with an iat at or below this second are refused (their group was dropped to stay bounded). */
+  private floor = -Infinity
+  size = 0
+
+  constructor (readonly max: number, private readonly windowMs = Infinity) {}
+
+  /** True the first time `id` is claimed; `iat` in seconds. */
+  claim (id: string, iatSeconds: number): boolean {
+    const iat = Math.floor(iatSeconds)
+    if (iat <= this.floor) return false
+    let group = this.bySecond.get(iat)
+    if (group?.has(id) === true) return false
+    if (this.size >= this.max) {
+      this.dropOldest()
+      if (iat <= this.floor) return false
+      group = this.bySecond.get(iat)
+    }
+    if (group === undefined) this.bySecond.set(iat, (group = new Set()))
+    group.add(id)
+    this.size++
+    return true
+  }
+
+  /** Forgets the groups no proof of which can pass the iat check any more. */
+  sweep (now: number): void {
+    for (const [second, group] of this.bySecond) {
+      if (second * 1000 + this.windowMs < now) {
+        this.bySecond.delete(second)
+        this.size -= group.size
+      }
+    }
+  }
+
+  private dropOldest (): void {
+    let oldest = Infinity
+    for (const second of this.bySecond.keys()) if (second < oldest) oldest = second
+    const group = this.bySecond.get(oldest)
+    if (group === undefined) return
+    this.bySecond.delete(oldest)
+    this.size -= group.size
+    this.floor = Math.max(this.floor, oldest)
+  }
+}
 
 export class Dpop {
   /** Imported proof keys by their JWK's canonical JSON: a client signs every proof with the same key. */
   private readonly keys = new Map<string, { key: KeyObject, jkt: string }>()
-  private readonly seen = new Map<string, number>()
+  private readonly memory?: ReplayMemory
   private readonly sweeper?: NodeJS.Timeout
   private readonly nonceKey: Buffer
   private readonly allowed: Set<string>
@@ -81,10 +137,8 @@ export class Dpop {
     this.algs = settings.algorithms.join(' ')
     this.nonceKey = createHmac('sha256', secret).update(NONCE_LABEL).digest()
     if (settings.replay === 'memory') {
-      this.sweeper = setInterval(() => {
-        const now = Date.now()
-        for (const [id, until] of this.seen) if (until <= now) this.seen.delete(id)
-      }, Math.min(10_000, settings.proofMaxAgeMs)).unref()
+      const memory = this.memory = new ReplayMemory(REPLAY_MEMORY_MAX, settings.proofMaxAgeMs + settings.clockToleranceMs + 1000)
+      this.sweeper = setInterval(() => { memory.sweep(Date.now()) }, Math.min(10_000, settings.proofMaxAgeMs)).unref()
     }
   }
 
@@ -93,11 +147,11 @@ export class Dpop {
   }
 
   /**
-   * Checks the request's DPoP proof (RFC 9449 §4.3) for `htm`/`htu` of this request, with `ath` when an
-   * access token is presented. Resolves to null when the request has no DPoP header; rejects with
-   * TOKENGATE_DPOP_INVALID or TOKENGATE_DPOP_NONCE.
+   * Verifies the request's DPoP proof (RFC 9449 §4.3) for `htm`/`htu` of this request, with `ath` when an
+   * access token is presented: everything but the replay check, which `claim` does last. Returns null when the
+   * request has no DPoP header; throws TOKENGATE_DPOP_INVALID or TOKENGATE_DPOP_NONCE.
    */
-  async check (request: FastifyRequest, reply: FastifyReply, accessToken?: string): Promise<Proof | null> {
+  verify (request: FastifyRequest, reply: FastifyReply, accessToken?: string): Proof | null {
     const header = request.headers.dpop
     if (header === undefined) return null
     if (this.settings.nonce) reply.header('dpop-nonce', this.currentNonce())
@@ -113,23 +167,36 @@ export class Dpop {
     // 10. A nonce of ours, when nonces are on.
     if (this.settings.nonce && !this.validNonce(jwt.nonce)) throw new DpopNonceError()
     // 11. iat within proofMaxAge (and the clock tolerance), either way.
-    const now = Date.now()
-    if (typeof jwt.iat !== 'number' || Math.abs(now - jwt.iat * 1000) > this.settings.proofMaxAgeMs + this.settings.clockToleranceMs) {
+    if (typeof jwt.iat !== 'number' || Math.abs(Date.now() - jwt.iat * 1000) > this.settings.proofMaxAgeMs + this.settings.clockToleranceMs) {
       throw new DpopInvalidError('iat is outside the accepted window')
     }
     // 12. ath: the hash of the access token this request presents.
     if (accessToken !== undefined) {
       if (typeof jwt.ath !== 'string' || !sameString(jwt.ath, accessTokenHash(accessToken))) throw new DpopInvalidError('ath does not match the access token')
     }
-    // jti: a proof is used once within its window.
     if (typeof jwt.jti !== 'string' || jwt.jti === '' || jwt.jti.length > 256) throw new DpopInvalidError('jti is missing')
-    // Remembered for as long as the proof could still pass the iat check (at least a second).
-    const ttl = Math.max(1000, jwt.iat * 1000 + this.settings.proofMaxAgeMs + this.settings.clockToleranceMs - now)
-    const first = this.settings.replay === 'memory'
-      ? this.claimInMemory(`${jkt}.${jwt.jti}`, ttl)
-      : await this.claimInStore(createHash('sha256').update(`${jkt}.${jwt.jti}`).digest('base64url').slice(0, 22), ttl)
+    return { jkt, jti: jwt.jti, iat: jwt.iat }
+  }
+
+  /** The replay check, last: a proof is used once within its window (rejects with TOKENGATE_DPOP_INVALID). */
+  async claim (proof: Proof): Promise<void> {
+    const id = sha256(`${proof.jkt}.${proof.jti}`).slice(0, 22)
+    let first: boolean
+    if (this.memory !== undefined) {
+      first = this.memory.claim(id, proof.iat)
+    } else {
+      // Remembered for as long as the proof could still pass the iat check (at least a second).
+      const ttl = Math.max(1000, proof.iat * 1000 + this.settings.proofMaxAgeMs + this.settings.clockToleranceMs - Date.now())
+      first = await this.claimInStore(id, ttl)
+    }
     if (!first) throw new DpopInvalidError('the proof was already used')
-    return { jkt, jti: jwt.jti }
+  }
+
+  /** verify, then claim: for a request whose token was already checked. Resolves to null without a DPoP header. */
+  async check (request: FastifyRequest, reply: FastifyReply, accessToken?: string): Promise<Proof | null> {
+    const proof = this.verify(request, reply, accessToken)
+    if (proof !== null) await this.claim(proof)
+    return proof
   }
 
   /** §4.3 checks 2–6: a compact JWS, typ dpop+jwt, an allowed asymmetric alg, a public jwk, a valid signature. */
@@ -187,14 +254,6 @@ export class Dpop {
       this.keys.set(cacheKey, hit)
     }
     return hit
-  }
-
-  private claimInMemory (id: string, ttlMs: number): boolean {
-    const now = Date.now()
-    const until = this.seen.get(id)
-    if (until !== undefined && until > now) return false
-    this.seen.set(id, now + ttlMs)
-    return true
   }
 
   // Nonces are stateless and rotate every proofMaxAge: `<slot, base36>.<HMAC of the slot>`, accepted for the

@@ -107,7 +107,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   })
 
   if (opts.transport.cookie && !app.hasRequestDecorator('cookies')) await app.register(fastifyCookie)
-  const tokenTransport = transport(app, opts)
+  const tokenTransport = transport(app, opts, tokens)
 
   app.decorateRequest('auth', null)
   app.decorateRequest(kAuthError, null)
@@ -216,5 +216,5 @@ export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'
 export { DurationSchema, KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type VerifyCredentials, type OAuthOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
-export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisStoreOptions } from './store/index.js'
+export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisClient, type RedisStoreOptions } from './store/index.js'
 export { ownClientOptions as redisClientOptions } from './store/redis.js'

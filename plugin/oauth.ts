@@ -12,7 +12,7 @@ import type { RouteMark } from './hook.js'
 import type { OAuthOptions, ResolvedOptions } from './options.js'
 import type { Sessions } from './sessions.js'
 import { hashRefreshId } from './tokens.js'
-import { requestMeta } from './transport.js'
+import { noStore, requestMeta } from './transport.js'
 
 const OAuthError = Type.Object({ error: Type.String(), error_description: Type.Optional(Type.String()) })
 
@@ -38,10 +38,8 @@ class OAuthRequestError extends Error {
 
 const mark = (m: RouteMark): { tokengate: RouteMark } => ({ tokengate: m })
 
-/** Constant time, whatever the lengths: both sides are hashed to 32 bytes first. */
-function sameSecret (a: string, b: string): boolean {
-  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())
-}
+/** SHA-256 of a client id or secret: 32 bytes whatever its length, for constant-time comparisons. */
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
 
 /** HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-urlencoded), or null. */
 function basicCredentials (request: FastifyRequest): { id: string, secret: string } | null {
@@ -62,8 +60,24 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
   const clients = oauth.introspectionClients ?? []
   const tokens = sessions.tokens
 
-  /** The issuer identifier and the base of the endpoints: the configured issuer, else the URL the client used. */
-  const base = (request: FastifyRequest): string => opts.issuer ?? `${request.protocol}://${request.host}`
+  // The issuer identifier and the base of the endpoints: the `issuer` option (required with routes.oauth, an
+  // http(s) URL), never the request's Host header, so the metadata is the same for everyone and may be cached.
+  const issuer = opts.issuer!
+  const at = issuer.replace(/\/$/, '') + prefix
+  const metadata = Object.freeze({
+    issuer,
+    token_endpoint: `${at}/token`,
+    revocation_endpoint: `${at}/revoke`,
+    introspection_endpoint: `${at}/introspect`,
+    grant_types_supported: ['refresh_token'],
+    token_endpoint_auth_methods_supported: ['none'],
+    revocation_endpoint_auth_methods_supported: ['none'],
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic'],
+    ...(dpop !== undefined ? { dpop_signing_alg_values_supported: dpop.settings.algorithms } : {}),
+    ...(tokens.jwks !== undefined ? { jwks_uri: `${issuer.replace(/\/$/, '')}/.well-known/jwks.json` } : {})
+  })
+  // Introspection clients, hashed once: each request compares its credentials' hashes with every client's.
+  const clientDigests = clients.map(c => ({ id: digest(c.id), secret: digest(c.secret) }))
 
   app.get('/.well-known/oauth-authorization-server', {
     schema: {
@@ -71,21 +85,9 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
       tags: ['oauth'],
       response: { 200: Type.Object({ issuer: Type.String() }, { additionalProperties: true }) }
     }
-  }, async (request) => {
-    const b = base(request)
-    const at = b.replace(/\/$/, '') + prefix
-    return {
-      issuer: b,
-      token_endpoint: `${at}/token`,
-      revocation_endpoint: `${at}/revoke`,
-      introspection_endpoint: `${at}/introspect`,
-      grant_types_supported: ['refresh_token'],
-      token_endpoint_auth_methods_supported: ['none'],
-      revocation_endpoint_auth_methods_supported: ['none'],
-      introspection_endpoint_auth_methods_supported: ['client_secret_basic'],
-      ...(dpop !== undefined ? { dpop_signing_alg_values_supported: dpop.settings.algorithms } : {}),
-      ...(tokens.jwks !== undefined ? { jwks_uri: `${b.replace(/\/$/, '')}/.well-known/jwks.json` } : {})
-    }
+  }, async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300')
+    return metadata
   })
 
   // The form-encoded endpoints live in a scope of their own: its body parser and OAuth error shape stay there.
@@ -131,13 +133,17 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
       }
     }, async (request, reply) => {
       const body = request.body as { refresh_token: string }
+      // The token (its MAC and expiry) first, then the proof, its jti last.
+      sessions.checkRefresh(body.refresh_token)
       let proof: Proof | null = null
       if (dpop !== undefined) {
-        proof = await dpop.check(request, reply)
+        proof = dpop.verify(request, reply)
         if (proof === null && dpop.settings.required) throw new DpopInvalidError('a DPoP proof is required')
+        if (proof !== null) await dpop.claim(proof)
       }
       const pair = await sessions.refresh(body.refresh_token, requestMeta(request), proof?.jkt)
-      reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+      noStore(reply)
+      reply.header('pragma', 'no-cache')
       return { access_token: pair.accessToken, token_type: pair.tokenType, expires_in: pair.expiresIn, refresh_token: pair.refreshToken }
     })
 
@@ -176,10 +182,15 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
       },
       onRequest: (request, reply, done) => {
         const c = basicCredentials(request)
-        // Every configured client is compared (in constant time) so the answer takes as long for any id.
-        let ok = false
-        if (c !== null) for (const known of clients) if (sameSecret(c.id, known.id) && sameSecret(c.secret, known.secret)) ok = true
-        if (ok) { done(); return }
+        // Every configured client's id and secret are compared, in constant time, with no early exit: the
+        // answer takes as long whichever id is given, and whether it exists.
+        let ok = 0
+        if (c !== null) {
+          const id = digest(c.id)
+          const secret = digest(c.secret)
+          for (const known of clientDigests) ok |= Number(timingSafeEqual(id, known.id)) & Number(timingSafeEqual(secret, known.secret))
+        }
+        if (ok === 1) { done(); return }
         reply.code(401).header('www-authenticate', 'Basic realm="tokengate"').header('cache-control', 'no-store').send({ error: 'invalid_client', error_description: 'client authentication failed' })
       }
     }, async (request, reply) => {
@@ -189,12 +200,15 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
     })
   })
 
-  /** The session a token belongs to: a refresh token of ours (MAC checked), or an access token signed by us (even expired). */
+  /**
+   * The session a token revokes: an unexpired refresh token of ours (MAC checked), or an unexpired access token
+   * signed by us. An expired one (an old token from a log) revokes nothing.
+   */
   function sessionOf (token: string): { userId: string, sessionId: string } | null {
     const refresh = tokens.parseRefresh(token)
-    if (refresh !== null) return { userId: refresh.userId, sessionId: refresh.sessionId }
-    const access = tokens.inspectAccess(token)
-    return access === null ? null : { userId: access.sub, sessionId: access.sid }
+    if (refresh !== null) return refresh.expiresAt > Date.now() ? { userId: refresh.userId, sessionId: refresh.sessionId } : null
+    const access = tokens.verifyAccess(token)
+    return access.ok ? { userId: access.payload.sub, sessionId: access.payload.sid } : null
   }
 
   async function introspect (token: string): Promise<Record<string, unknown>> {

@@ -4,7 +4,7 @@ import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import type { FastifyRequest } from 'fastify'
 import type { DpopAlgorithm } from './dpop.js'
-import type { SessionStore } from './store/index.js'
+import type { RedisClient, SessionStore } from './store/index.js'
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
@@ -95,7 +95,8 @@ export const OptionsSchema = Type.Object({
   onIssue: Type.Optional(Type.Unknown()),
   onRefresh: Type.Optional(Type.Unknown()),
   onRevoke: Type.Optional(Type.Unknown()),
-  onReuseDetected: Type.Optional(Type.Unknown())
+  onReuseDetected: Type.Optional(Type.Unknown()),
+  beforeRefresh: Type.Optional(Type.Unknown())
 }, { additionalProperties: false })
 
 export interface UserInfo {
@@ -126,6 +127,12 @@ export type VerifyCredentials<Body = unknown> = {
   bivarianceHack (body: Body, request: FastifyRequest): Promise<UserInfo | null | undefined> | UserInfo | null | undefined
 }['bivarianceHack']
 
+/**
+ * Called before the refresh hook refreshes (or renews) a session's tokens, with the request: throwing refuses
+ * that refresh, and the error is kept as any refresh failure is (a protected route answers with it).
+ */
+export type BeforeRefresh = (request: FastifyRequest) => void | Promise<void>
+
 export type RefreshClaims = (userId: string, sessionId: string) =>
   Promise<Pick<UserInfo, 'roles' | 'claims'> | null | undefined> | Pick<UserInfo, 'roles' | 'claims'> | null | undefined
 
@@ -144,9 +151,9 @@ export interface DpopOptions {
   replay?: 'store' | 'memory'
 }
 
-export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'cookie' | 'dpop'>> {
-  /** A redis:// URL, or an ioredis Redis or Cluster instance (you keep ownership of an instance). */
-  redis?: string | import('ioredis').Redis | import('ioredis').Cluster
+export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 'store' | 'routes' | 'refreshClaims' | 'onIssue' | 'onRefresh' | 'onRevoke' | 'onReuseDetected' | 'beforeRefresh' | 'cookie' | 'dpop'>> {
+  /** A redis:// URL, or your ioredis 5 or 6 Redis or Cluster instance (you keep ownership of an instance). */
+  redis?: string | RedisClient
   /** A custom SessionStore. */
   store?: SessionStore
   cookie?: { domain?: string, secure?: boolean }
@@ -158,6 +165,8 @@ export interface TokengateOptions extends Partial<Omit<DataOptions, 'redis' | 's
   onRefresh?: AuditHook
   onRevoke?: AuditHook
   onReuseDetected?: AuditHook
+  /** Called before each refresh the refresh hook makes; throw (e.g. a RateLimitedError) to refuse it. */
+  beforeRefresh?: BeforeRefresh
 }
 
 export interface ResolvedOptions {
@@ -187,6 +196,7 @@ export interface ResolvedOptions {
   onRefresh?: AuditHook
   onRevoke?: AuditHook
   onReuseDetected?: AuditHook
+  beforeRefresh?: BeforeRefresh
 }
 
 export const MIN_SECRET_BYTES = 32
@@ -272,7 +282,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     if (!FASTIFY_REGISTER_KEYS.has(k) && v !== undefined) raw[k] = v
   }
   // Functions and client instances are not data: validate a copy without them, then put the originals back.
-  const HANDS_OFF = ['redis', 'store', 'refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected']
+  const HANDS_OFF = ['redis', 'store', 'refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected', 'beforeRefresh']
   const data: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(raw)) if (!HANDS_OFF.includes(k)) data[k] = v
   const routesIn = raw.routes
@@ -325,9 +335,15 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
       if (typeof s?.[m] !== 'function') throw new OptionError('store', `must implement SessionStore (missing ${m}())`)
     }
   }
-  for (const name of ['refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected']) checkFunction(opts, name)
+  for (const name of ['refreshClaims', 'onIssue', 'onRefresh', 'onRevoke', 'onReuseDetected', 'beforeRefresh']) checkFunction(opts, name)
   if (o.routes?.verifyCredentials !== undefined && typeof o.routes.verifyCredentials !== 'function') {
     throw new OptionError('routes.verifyCredentials', 'must be a function')
+  }
+
+  // The OAuth metadata names the issuer and the endpoints: from this option, never from a request's Host header.
+  if (o.routes?.oauth !== undefined && o.routes.oauth !== false) {
+    if (o.issuer === undefined) throw new OptionError('issuer', 'is required with routes.oauth: the authorization server metadata names it and the endpoint URLs under it (e.g. \'https://auth.example\')')
+    if (!/^https?:\/\/[^/?#\s]+(\/[^?#\s]*)?$/.test(o.issuer)) throw new OptionError('issuer', 'must be an http(s) URL without query or fragment with routes.oauth (e.g. \'https://auth.example\')')
   }
 
   const accessTtlMs = durationMs(o.accessTokenTtl, 'accessTokenTtl')
@@ -363,6 +379,7 @@ export function resolveOptions (input: TokengateOptions | undefined): ResolvedOp
     onIssue: o.onIssue,
     onRefresh: o.onRefresh,
     onRevoke: o.onRevoke,
-    onReuseDetected: o.onReuseDetected
+    onReuseDetected: o.onReuseDetected,
+    beforeRefresh: o.beforeRefresh as BeforeRefresh | undefined
   }
 }

@@ -3,12 +3,11 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Dpop, Proof } from './dpop.js'
 import { BadCredentialsError, BadRequestError, CsrfError, DpopInvalidError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
-import { authenticate, challenge, kAuthError } from './guards.js'
+import { authenticate, challenge } from './guards.js'
 import type { RouteMark } from './hook.js'
 import type { ResolvedOptions, UserInfo, VerifyCredentials } from './options.js'
 import type { Sessions, TokenPair } from './sessions.js'
-import { newId } from './tokens.js'
-import { kByCookie, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, type Transport } from './transport.js'
+import { noStore, REFRESH_COOKIE, REFRESH_HEADER, requestMeta, TRANSPORT_HEADER, type Transport } from './transport.js'
 
 /** Fastify's error shape, as every failure of these routes is answered. */
 export const ErrorSchema = Type.Object({
@@ -40,9 +39,10 @@ export const DEFAULT_LOGIN_BODY = Type.Object({
   password: Type.Optional(Type.String())
 }, { additionalProperties: true, description: 'The credentials, as verifyCredentials reads them (any JSON object, at most 16 KB, 32 levels deep)' })
 
+/** The login and refresh answer: with cookie transport the tokens are in the cookies only, never in the body. */
 export const TokenPairSchema = Type.Object({
-  accessToken: Type.String(),
-  refreshToken: Type.String(),
+  accessToken: Type.Optional(Type.String({ description: 'Absent when the tokens are sent as cookies' })),
+  refreshToken: Type.Optional(Type.String({ description: 'Absent when the tokens are sent as cookies' })),
   tokenType: Type.Union([Type.Literal('Bearer'), Type.Literal('DPoP')]),
   expiresIn: Type.Integer(),
   refreshExpiresIn: Type.Integer(),
@@ -104,19 +104,27 @@ export function registerRoutes (
       }
     }
 
-  /** The DPoP proof of a login or refresh (no access token: no ath); with dpop.required, one is needed. */
-  async function proofOf (request: FastifyRequest, reply: FastifyReply): Promise<Proof | null> {
+  /** The DPoP proof of a login or refresh (no access token: no ath), verified but not yet claimed; with dpop.required, one is needed. */
+  function proofOf (request: FastifyRequest, reply: FastifyReply): Proof | null {
     if (dpop === undefined) return null
-    const proof = await dpop.check(request, reply)
+    const proof = dpop.verify(request, reply)
     if (proof === null && dpop.settings.required) throw new DpopInvalidError('a DPoP proof is required')
     return proof
   }
 
-  function sendPair (request: FastifyRequest, reply: FastifyReply, pair: TokenPair, csrf: string | undefined): TokenPair {
-    reply.header('cache-control', 'no-store')
-    if (opts.transport.cookie && (csrf !== undefined || request[kByCookie])) transport.setCookies(request, reply, pair, pair.refreshExpiresIn, csrf)
-    return pair
+  /** The pair in the body, or (cookie transport) in the cookies and never in the body. Never cached. */
+  function sendPair (reply: FastifyReply, pair: TokenPair, byCookie: boolean): Partial<TokenPair> {
+    if (!byCookie) {
+      noStore(reply)
+      return pair
+    }
+    transport.setCookies(reply, pair, pair.refreshExpiresIn, pair.sessionId)
+    return { tokenType: pair.tokenType, expiresIn: pair.expiresIn, refreshExpiresIn: pair.refreshExpiresIn, sessionId: pair.sessionId }
   }
+
+  // With cookie transport alone a login answers by cookie; with both, when the client asks (x-tokengate-transport: cookie).
+  const loginByCookie = (request: FastifyRequest): boolean =>
+    opts.transport.cookie && (!opts.transport.header || request.headers[TRANSPORT_HEADER] === 'cookie')
 
   if (verifyCredentials !== undefined) {
     app.post(`${prefix}/login`, {
@@ -139,12 +147,14 @@ export function registerRoutes (
         done(deeperThan(request.body, MAX_BODY_DEPTH) ? new BadRequestError(`the body is nested deeper than ${MAX_BODY_DEPTH} levels`) : undefined)
       }
     }, challenged(async (request, reply) => {
-      // The proof first: a login with an invalid proof is refused, never silently left unbound.
-      const proof = await proofOf(request, reply)
+      // The proof first: a login with an invalid proof is refused, never silently left unbound. Its jti is
+      // claimed once the credentials checked out.
+      const proof = proofOf(request, reply)
       const user = await sessions.userCallback('verifyCredentials', () => verifyCredentials(request.body, request))
       if (user === null || user === undefined) throw new BadCredentialsError()
+      if (proof !== null) await dpop!.claim(proof)
       const pair = await sessions.issue(user as UserInfo, requestMeta(request), proof?.jkt)
-      return sendPair(request, reply, pair, opts.transport.cookie ? newId() : undefined)
+      return sendPair(reply, pair, loginByCookie(request))
     }))
   }
 
@@ -166,16 +176,27 @@ export function registerRoutes (
       }
     }
   }, challenged(async (request, reply) => {
-    const kept = request[kAuthError]
-    if (kept instanceof CsrfError) throw kept
-    const body = request.body as { refreshToken?: string } | null | undefined
-    const header = request.headers[REFRESH_HEADER]
-    const token = body?.refreshToken ??
-      (typeof header === 'string' && header !== '' ? header : undefined) ??
-      (opts.transport.cookie ? request.cookies?.[REFRESH_COOKIE] : undefined)
+    // The body or x-refresh-token (header transport), else the cookie; answered the way it came.
+    let token: string | undefined
+    if (opts.transport.header) {
+      const body = request.body as { refreshToken?: string } | null | undefined
+      const header = request.headers[REFRESH_HEADER]
+      token = body?.refreshToken ?? (typeof header === 'string' && header !== '' ? header : undefined)
+    }
+    const byCookie = token === undefined && opts.transport.cookie
+    if (byCookie) token = request.cookies?.[REFRESH_COOKIE]
     if (token === undefined || token === '') throw new RefreshInvalidError()
-    const pair = await sessions.refresh(token, requestMeta(request), (await proofOf(request, reply))?.jkt)
-    return sendPair(request, reply, pair, undefined)
+    // The token (its MAC and expiry), then the CSRF token of its session, then the proof, its jti last.
+    const parts = sessions.checkRefresh(token)
+    if (sessions.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
+    if (byCookie && !transport.csrfOk(request, parts.sessionId)) {
+      transport.csrfRefused(request, reply, parts.sessionId)
+      throw new CsrfError()
+    }
+    const proof = proofOf(request, reply)
+    if (proof !== null) await dpop!.claim(proof)
+    const pair = await sessions.refresh(token, requestMeta(request), proof?.jkt)
+    return sendPair(reply, pair, byCookie)
   }))
 
   const noContent = (description: string): ReturnType<typeof Type.Null> => Type.Null({ description })

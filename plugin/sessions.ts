@@ -48,7 +48,7 @@ export interface SessionInfo {
 }
 
 /** A verified access token, remembered until its exp: its identity and when it was issued (ms). */
-interface Verified { info: AuthInfo, until: number, issuedAt: number }
+export interface Verified { info: AuthInfo, until: number, issuedAt: number }
 
 const MAX_USER_AGENT = 256
 /** Verified access tokens remembered (oldest dropped first). */
@@ -277,7 +277,7 @@ export class Sessions {
    * string until they expire, so a token seen before costs one Map lookup: no hashing, no JSON, no
    * AuthInfo rebuilt. Misses go to @fastify/jwt (fast-jwt, its own cache on).
    */
-  private checkAccess (token: string): Verified | 'expired' | 'invalid' {
+  checkAccess (token: string): Verified | 'expired' | 'invalid' {
     const hit = this.verified.get(token)
     if (hit !== undefined) {
       if (hit.until > Date.now()) return hit
@@ -300,6 +300,14 @@ export class Sessions {
     const checked = this.checkAccess(token)
     if (checked === 'expired') return new TokenExpiredError()
     if (checked === 'invalid') return new TokenInvalidError()
+    return this.unlessRevoked(checked)
+  }
+
+  /**
+   * The revocation half of `authorize`, for an access token already checked: its session revoked, or the token
+   * issued before its user's latest epoch. Synchronous while the feed is trusted.
+   */
+  unlessRevoked (checked: Verified): AuthInfo | Error | Promise<AuthInfo | Error> {
     const auth = checked.info
     const revoked = this.revocations.isRevoked(auth.sessionId, auth.userId, checked.issuedAt)
     if (revoked === false) return auth

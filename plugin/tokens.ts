@@ -1,6 +1,6 @@
 // Access tokens (JWT, RFC 9068 `at+jwt`, signed and verified by @fastify/jwt / fast-jwt) and refresh
 // tokens (opaque, MAC'd with a key derived for that purpose only, so neither is accepted as the other).
-import crypto, { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto'
+import crypto, { createHash, createHmac, createPrivateKey, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { ResolvedOptions, UserInfo } from './options.js'
@@ -45,6 +45,7 @@ const REFRESH_PREFIX_V1 = 'tgr1'
 const ID_BYTES = 16
 const MAC_LABEL = 'tokengate refresh-token mac v1'
 const SUCCESSOR_LABEL = 'tokengate refresh-token successor v1'
+const CSRF_LABEL = 'tokengate csrf v1'
 
 // Random bytes drawn from a pool refilled 4 KiB at a time: one CSPRNG call per ~200 ids, not one each.
 const POOL_BYTES = 4096
@@ -75,19 +76,37 @@ const b64urlRe = /^[A-Za-z0-9_-]+$/
 
 interface KeyMaterial { mac: Buffer, successor: Buffer }
 
+const derive = (material: Buffer): KeyMaterial => ({
+  mac: createHmac('sha256', material).update(MAC_LABEL).digest(),
+  successor: createHmac('sha256', material).update(SUCCESSOR_LABEL).digest()
+})
+
+/**
+ * The bytes a key's derived keys come from: the UTF-8 bytes of an HS256 `secret`; for a PEM private key the key
+ * itself (its PKCS#8 DER), so the same key written with CRLF line ends or without its last newline derives the
+ * same keys on every instance.
+ */
+function keyMaterial (k: { algorithm: string, privateKey: string }): Buffer {
+  return k.algorithm === 'HS256' ? Buffer.from(k.privateKey, 'utf8') : createPrivateKey(k.privateKey).export({ format: 'der', type: 'pkcs8' })
+}
+
 export class Tokens {
   private readonly signer: JWT
   private readonly verifiers: Map<string | undefined, JWT>
   private readonly single?: JWT
+  /** Per key: the MAC and successor keys; then (0.2's derivation, verification only) those from the PEM text. */
   private readonly refreshKeys: KeyMaterial[]
+  /** Per key: the key CSRF tokens are MAC'd under (the first one makes them). */
+  private readonly csrfKeys: Buffer[]
   private readonly opts: ResolvedOptions
 
-  private constructor (opts: ResolvedOptions, signer: JWT, verifiers: Map<string | undefined, JWT>, refreshKeys: KeyMaterial[]) {
+  private constructor (opts: ResolvedOptions, signer: JWT, verifiers: Map<string | undefined, JWT>, refreshKeys: KeyMaterial[], csrfKeys: Buffer[]) {
     this.opts = opts
     this.signer = signer
     this.verifiers = verifiers
     this.single = verifiers.size === 1 ? signer : undefined
     this.refreshKeys = refreshKeys
+    this.csrfKeys = csrfKeys
   }
 
   /** Registers one @fastify/jwt per key in a child context (its `jwt` decorator stays private to us). */
@@ -120,12 +139,32 @@ export class Tokens {
         apis.set(k.kid, child.jwt)
       })
     }
-    const material = keys.filter(k => k.privateKey !== undefined).map(k => Buffer.from(k.privateKey!, 'utf8'))
-    const refreshKeys = material.map(m => ({
-      mac: createHmac('sha256', m).update(MAC_LABEL).digest(),
-      successor: createHmac('sha256', m).update(SUCCESSOR_LABEL).digest()
-    }))
-    return new Tokens(opts, apis.get(keys[0].kid)!, apis, refreshKeys)
+    const signing = keys.filter(k => k.privateKey !== undefined) as Array<{ algorithm: string, privateKey: string }>
+    const material = signing.map(keyMaterial)
+    // Refresh tokens MAC'd before 0.3 (keys derived from the PEM text) are still accepted; a refresh replaces them.
+    const legacy = signing.filter(k => k.algorithm !== 'HS256').map(k => Buffer.from(k.privateKey, 'utf8'))
+    const refreshKeys = [...material, ...legacy].map(derive)
+    const csrfKeys = material.map(m => createHmac('sha256', m).update(CSRF_LABEL).digest())
+    return new Tokens(opts, apis.get(keys[0].kid)!, apis, refreshKeys, csrfKeys)
+  }
+
+  /**
+   * The CSRF token of a session (cookie transport): a MAC of its id under a key derived for that purpose, so
+   * another session's token (or one planted by a sibling subdomain) never passes for this one.
+   */
+  csrfToken (sessionId: string): string {
+    return createHmac('sha256', this.csrfKeys[0]).update(sessionId).digest('base64url').slice(0, 32)
+  }
+
+  /** Whether `token` is the CSRF token of `sessionId` under any of the keys (constant time). */
+  csrfValid (sessionId: string, token: string): boolean {
+    const given = Buffer.from(token)
+    let ok = false
+    for (const key of this.csrfKeys) {
+      const want = Buffer.from(createHmac('sha256', key).update(sessionId).digest('base64url').slice(0, 32))
+      if (given.length === want.length && timingSafeEqual(given, want)) ok = true
+    }
+    return ok
   }
 
   /** The public keys as a JWK Set, when tokens are signed with asymmetric keys. */

@@ -1,10 +1,11 @@
 // How tokens travel: the Authorization / x-refresh-token headers and the tg_* cookies, both ways, and the
-// double-submit CSRF check for cookie-authenticated unsafe requests.
+// double-submit CSRF check for cookie-authenticated unsafe requests, bound to the session.
 import { timingSafeEqual } from 'node:crypto'
 import type {} from '@fastify/cookie'
+import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ResolvedOptions } from './options.js'
-import { newId } from './tokens.js'
+import type { Tokens } from './tokens.js'
 
 export const ACCESS_COOKIE = 'tg_access'
 export const REFRESH_COOKIE = 'tg_refresh'
@@ -12,13 +13,15 @@ export const CSRF_COOKIE = 'tg_csrf'
 export const CSRF_HEADER = 'x-csrf-token'
 export const REFRESH_HEADER = 'x-refresh-token'
 export const ACCESS_HEADER = 'x-access-token'
+/** With both transports, a login asks for cookies with `x-tokengate-transport: cookie` (else it answers in the body). */
+export const TRANSPORT_HEADER = 'x-tokengate-transport'
 
 /**
  * For @fastify/cors: what a browser client on another origin must be allowed to send (tokens, the CSRF
  * header, DPoP proofs) and to read (the refresh hook's new tokens, DPoP nonces, challenges, request ids).
  */
 export const corsHeaders = Object.freeze({
-  allowedHeaders: ['authorization', 'content-type', REFRESH_HEADER, CSRF_HEADER, 'dpop', 'x-request-id'],
+  allowedHeaders: ['authorization', 'content-type', REFRESH_HEADER, CSRF_HEADER, 'dpop', 'x-request-id', TRANSPORT_HEADER],
   exposedHeaders: [ACCESS_HEADER, REFRESH_HEADER, 'x-request-id', 'dpop-nonce', 'www-authenticate', 'retry-after']
 })
 
@@ -42,14 +45,19 @@ export interface PresentedTokens {
 }
 
 export interface Transport {
-  /** The tokens a request carries: headers first, then (cookie transport) the cookies. */
+  /** The tokens a request carries: headers first (unless transport is ['cookie'] alone), then (cookie transport) the cookies. */
   read: (request: FastifyRequest) => PresentedTokens
-  /** Whether an unsafe request authenticated by cookie carries an x-csrf-token equal to the tg_csrf cookie. */
-  csrfOk: (request: FastifyRequest) => boolean
+  /**
+   * Whether a cookie-authenticated unsafe request carries x-csrf-token equal to the tg_csrf cookie and to the
+   * CSRF token of `sessionId` (a MAC of it): another session's token, or a planted one, does not pass.
+   */
+  csrfOk: (request: FastifyRequest, sessionId: string) => boolean
+  /** After a refused CSRF check: sets the session's own tg_csrf again when the browser's cookie was another one. */
+  csrfRefused: (request: FastifyRequest, reply: FastifyReply, sessionId: string) => void
   /** Sends freshly minted tokens the way the client sent its own (with Cache-Control: no-store). */
-  send: (request: FastifyRequest, reply: FastifyReply, tokens: { accessToken?: string, refreshToken?: string }, refreshExpiresIn: number) => void
-  /** Sets all three cookies (login; or a refresh by cookie), keeping the client's CSRF token unless `csrf` is new. */
-  setCookies: (request: FastifyRequest, reply: FastifyReply, tokens: { accessToken: string, refreshToken: string }, refreshExpiresIn: number, csrf?: string) => void
+  send: (request: FastifyRequest, reply: FastifyReply, tokens: { accessToken?: string, refreshToken?: string }, refreshExpiresIn: number, sessionId: string) => void
+  /** Sets all three cookies (a login, or a refresh by cookie), with Cache-Control: no-store. */
+  setCookies: (reply: FastifyReply, tokens: { accessToken: string, refreshToken: string }, refreshExpiresIn: number, sessionId: string) => void
   /** Clears the token cookies (logout). */
   clear: (reply: FastifyReply) => void
 }
@@ -65,8 +73,39 @@ export function requestMeta (request: FastifyRequest): { ip: string, userAgent?:
   return { ip: request.ip, userAgent: typeof ua === 'string' ? ua : undefined }
 }
 
-export function transport (app: FastifyInstance, opts: ResolvedOptions): Transport {
+const kNoStore = Symbol('tokengate.noStore')
+type Pinned = ServerResponse & { [kNoStore]?: true }
+
+/**
+ * `Cache-Control: no-store` on a response that carries tokens, whatever is set after it (a handler, or the
+ * upstream's headers that a proxy copies over the reply's): the response's writeHead puts it back last. Only
+ * responses that carry tokens pay for it.
+ */
+export function noStore (reply: FastifyReply): void {
+  reply.header('cache-control', 'no-store')
+  const res = reply.raw as Pinned
+  if (res[kNoStore] === true) return
+  res[kNoStore] = true
+  const writeHead = res.writeHead
+  res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    const headers = args[args.length - 1]
+    if (Array.isArray(headers)) {
+      // [name, value, name, value, …]
+      for (let i = headers.length - 2; i >= 0; i -= 2) if (String(headers[i]).toLowerCase() === 'cache-control') headers.splice(i, 2)
+      headers.push('cache-control', 'no-store')
+    } else if (headers !== null && typeof headers === 'object') {
+      const h = headers as Record<string, unknown>
+      for (const name of Object.keys(h)) if (name !== 'cache-control' && name.toLowerCase() === 'cache-control') delete h[name]
+      h['cache-control'] = 'no-store'
+    }
+    if (!this.headersSent) this.setHeader('cache-control', 'no-store')
+    return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args)
+  } as ServerResponse['writeHead']
+}
+
+export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: Tokens): Transport {
   const useCookies = opts.transport.cookie
+  const useHeaders = opts.transport.header
   const dpopScheme = opts.dpop !== undefined
   const base = { path: '/', secure: opts.cookie.secure, sameSite: 'strict' as const, ...(opts.cookie.domain !== undefined ? { domain: opts.cookie.domain } : {}) }
 
@@ -76,14 +115,12 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions): Transpo
     return request.cookies ?? undefined
   }
 
-  function setTokenCookies (reply: FastifyReply, t: { accessToken?: string, refreshToken?: string, csrf?: string }, maxAge: number): void {
+  function setTokenCookies (reply: FastifyReply, t: { accessToken?: string, refreshToken?: string }, sessionId: string, maxAge: number): void {
+    noStore(reply)
     if (t.accessToken !== undefined) reply.setCookie(ACCESS_COOKIE, t.accessToken, { ...base, httpOnly: true, maxAge })
     if (t.refreshToken !== undefined) reply.setCookie(REFRESH_COOKIE, t.refreshToken, { ...base, httpOnly: true, maxAge })
-    if (t.csrf !== undefined) reply.setCookie(CSRF_COOKIE, t.csrf, { ...base, httpOnly: false, maxAge })
+    reply.setCookie(CSRF_COOKIE, tokens.csrfToken(sessionId), { ...base, httpOnly: false, maxAge })
   }
-
-  // Keep the client's CSRF token (in-flight requests carry it); mint one if the browser lost it.
-  const csrfOf = (request: FastifyRequest): string => request.cookies?.[CSRF_COOKIE] ?? newId()
 
   return {
     read (request) {
@@ -92,18 +129,20 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions): Transpo
       let refresh: string | undefined
       let byCookie = false
       let dpop = false
-      const authz = headers.authorization
-      if (typeof authz === 'string' && authz.length > 7) {
-        if (authz.startsWith('Bearer ') || authz.slice(0, 7).toLowerCase() === 'bearer ') {
-          access = authz.slice(7).trim()
-        } else if (dpopScheme && authz.length > 5 && authz.slice(0, 5).toLowerCase() === 'dpop ') {
-          access = authz.slice(5).trim()
-          dpop = true
+      if (useHeaders) {
+        const authz = headers.authorization
+        if (typeof authz === 'string' && authz.length > 7) {
+          if (authz.startsWith('Bearer ') || authz.slice(0, 7).toLowerCase() === 'bearer ') {
+            access = authz.slice(7).trim()
+          } else if (dpopScheme && authz.length > 5 && authz.slice(0, 5).toLowerCase() === 'dpop ') {
+            access = authz.slice(5).trim()
+            dpop = true
+          }
+          if (access === '') access = undefined
         }
-        if (access === '') access = undefined
+        const rh = headers[REFRESH_HEADER]
+        if (typeof rh === 'string' && rh.length > 0) refresh = rh
       }
-      const rh = headers[REFRESH_HEADER]
-      if (typeof rh === 'string' && rh.length > 0) refresh = rh
       if (useCookies && (access === undefined || refresh === undefined) && headers.cookie !== undefined) {
         const jar = cookieJar(request)
         if (jar !== undefined) {
@@ -114,25 +153,33 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions): Transpo
       return { access, refresh, byCookie, dpop }
     },
 
-    csrfOk (request) {
+    csrfOk (request, sessionId) {
       if (!UNSAFE.has(request.method)) return true
       const header = request.headers[CSRF_HEADER]
-      const cookie = request.cookies?.[CSRF_COOKIE]
-      return typeof header === 'string' && typeof cookie === 'string' && cookie !== '' && sameString(header, cookie)
+      const cookie = cookieJar(request)?.[CSRF_COOKIE]
+      return typeof header === 'string' && typeof cookie === 'string' && cookie !== '' && sameString(header, cookie) && tokens.csrfValid(sessionId, header)
     },
 
-    send (request, reply, t, refreshExpiresIn) {
-      reply.header('cache-control', 'no-store')
+    csrfRefused (request, reply, sessionId) {
+      // The answer goes to the browser that holds the session's cookies, whoever sent the request: the cookie is
+      // only what the page reads to fill x-csrf-token, so a forged request learns nothing from it.
+      const cookie = cookieJar(request)?.[CSRF_COOKIE]
+      const own = tokens.csrfToken(sessionId)
+      if (cookie === undefined || !sameString(cookie, own)) reply.setCookie(CSRF_COOKIE, own, { ...base, httpOnly: false, maxAge: Math.round(opts.refreshTtlMs / 1000) })
+    },
+
+    send (request, reply, t, refreshExpiresIn, sessionId) {
       if (request[kByCookie]) {
-        setTokenCookies(reply, { ...t, csrf: csrfOf(request) }, refreshExpiresIn)
+        setTokenCookies(reply, t, sessionId, refreshExpiresIn)
       } else {
+        noStore(reply)
         if (t.accessToken !== undefined) reply.header(ACCESS_HEADER, t.accessToken)
         if (t.refreshToken !== undefined) reply.header(REFRESH_HEADER, t.refreshToken)
       }
     },
 
-    setCookies (request, reply, t, refreshExpiresIn, csrf) {
-      setTokenCookies(reply, { ...t, csrf: csrf ?? csrfOf(request) }, refreshExpiresIn)
+    setCookies (reply, t, refreshExpiresIn, sessionId) {
+      setTokenCookies(reply, t, sessionId, refreshExpiresIn)
     },
 
     clear (reply) {

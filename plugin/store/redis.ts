@@ -4,17 +4,32 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { decode as decodeMsgpack } from '@msgpack/msgpack'
-import { Cluster, Redis } from 'ioredis'
+import { Redis, type Cluster, type RedisOptions } from 'ioredis'
 import type {
   CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
   RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
+/**
+ * A Redis client of yours for tokengate to use: an ioredis `Redis` or `Cluster` instance of ioredis 5 or 6.
+ * Written out as the few members both majors share, not as ioredis's classes, so an instance made by your
+ * own copy of ioredis, whichever major, is accepted (ioredis's classes of one copy do not accept another's).
+ */
+export interface RedisClient {
+  readonly status: string
+  /** true on a `Cluster`, false on a `Redis` (ioredis 5 and 6 both say so). */
+  readonly isCluster: boolean
+  defineCommand: (name: string, definition: { lua: string, numberOfKeys?: number }) => void
+  quit: () => Promise<unknown>
+  disconnect: () => void
+}
+
+/** How the store calls a client: through ioredis 6's types, the API every accepted client shares. */
 type Client = Redis | Cluster
 
 export interface RedisStoreOptions {
-  /** A redis:// URL (the store owns the connection) or an ioredis Redis/Cluster instance (you own it). */
-  redis: string | Client
+  /** A redis:// URL (the store owns the connection) or your ioredis 5 or 6 Redis/Cluster instance (you own it). */
+  redis: string | RedisClient
   /** Key and channel prefix; default 'tg'. */
   keyPrefix?: string
   /** Bound on every store call in ms; default 1000. */
@@ -56,7 +71,7 @@ type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
 
 /** Options for the connections tokengate opens itself: fail fast while Redis is away, reconnect forever. */
-export function ownClientOptions (timeoutMs: number): import('ioredis').RedisOptions {
+export function ownClientOptions (timeoutMs: number): RedisOptions {
   return {
     enableOfflineQueue: false,
     commandTimeout: timeoutMs,
@@ -88,9 +103,17 @@ export function closingClient (client: object): void {
   closedByUs.add(client)
 }
 
+/**
+ * Whether a client is a Cluster. Asked of the client, never with `instanceof`: a user's client may come from
+ * another copy or major of ioredis than ours.
+ */
+function isCluster (client: Client): client is Cluster {
+  return client.isCluster
+}
+
 /** Whether a client carries a command timeout (ioredis then bounds every call on it). */
 function hasCommandTimeout (client: Client): boolean {
-  const timeout = client instanceof Cluster ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
+  const timeout = isCluster(client) ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
   return typeof timeout === 'number' && timeout > 0
 }
 
@@ -121,7 +144,7 @@ export class RedisStore implements SessionStore {
     this.owned = typeof opts.redis === 'string'
     this.client = typeof opts.redis === 'string'
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
-      : opts.redis
+      : opts.redis as unknown as Client
     if (this.owned) this.client.on('error', () => { /* reported by failing calls; reconnects by itself */ })
     this.selfBounded = this.owned || hasCommandTimeout(this.client)
     for (const [name, def] of Object.entries(SCRIPTS)) {
@@ -201,7 +224,7 @@ export class RedisStore implements SessionStore {
   private async migrateLegacy (userId: string, now: number, notBefore: number): Promise<void> {
     const { index, recordPrefix } = this.legacy(userId)
     for (let attempt = 0; attempt < 3; attempt++) {
-      const members = await this.bounded(this.client.zrange(index, 0, -1))
+      const members = await this.bounded(this.client.zrange(index, 0, '-1'))
       const keys = [this.sessionsKey(userId), index, ...members.map(m => recordPrefix + m)]
       const r = await this.bounded(this.client.eval(MIGRATE_01, keys.length, ...keys, now, notBefore, layout.stringFormMax, recordPrefix)) as [string]
       if (r[0] === 'ok') return
@@ -302,9 +325,12 @@ export class RedisStore implements SessionStore {
   }
 
   async loadRevoked (now: number): Promise<RevocationEntry[]> {
-    const flat = await this.bounded(this.client.zrangebyscore(this.revokedKey, `(${now}`, '+inf', 'WITHSCORES'))
+    const reply: Array<string | [string, string | number]> = await this.bounded(this.client.zrangebyscore(this.revokedKey, `(${now}`, '+inf', 'WITHSCORES'))
+    // [member, score, …] (RESP2, and ioredis 6's default reply mapping), or [[member, score], …] from a
+    // user's ioredis 6 client made with replyMapping: 'resp3'.
+    const flat = reply.flat()
     const out: RevocationEntry[] = []
-    for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: flat[i], until: Number(flat[i + 1]) })
+    for (let i = 0; i < flat.length; i += 2) out.push({ sessionId: String(flat[i]), until: Number(flat[i + 1]) })
     return out
   }
 
@@ -314,15 +340,17 @@ export class RedisStore implements SessionStore {
   }
 
   async loadEpochs (now: number): Promise<EpochEntry[]> {
-    const [users, everyone, pexpire] = await Promise.all([
-      this.bounded(this.client.zrange(this.epochsKey, 0, -1, 'WITHSCORES')),
+    const [scored, everyone, pexpire] = await Promise.all([
+      this.bounded(this.client.zrange(this.epochsKey, 0, '-1', 'WITHSCORES')) as Promise<Array<string | [string, string | number]>>,
       this.bounded(this.client.get(this.everyoneKey)),
       this.bounded(this.client.pexpiretime(this.everyoneKey))
     ])
+    // [member, score, …], or [[member, score], …] with replyMapping: 'resp3' (see loadRevoked).
+    const users = scored.flat()
     const out: EpochEntry[] = []
     // A user's entry is useful for the access TTL after its epoch; the set is trimmed on write.
     const keepUntil = await this.bounded(this.client.pexpiretime(this.epochsKey))
-    for (let i = 0; i < users.length; i += 2) out.push({ userId: users[i], at: Number(users[i + 1]), until: Number(keepUntil) })
+    for (let i = 0; i < users.length; i += 2) out.push({ userId: String(users[i]), at: Number(users[i + 1]), until: Number(keepUntil) })
     if (everyone !== null) out.push({ at: Number(everyone), until: Number(pexpire) })
     return out.filter(e => e.until < 0 || e.until > now)
   }
@@ -346,12 +374,12 @@ export class RedisStore implements SessionStore {
 
   async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
     // A connection of its own: a subscribed connection can run no other command.
-    const sub: Client = this.client instanceof Cluster
+    const sub: Client = isCluster(this.client)
       ? this.client.duplicate()
       // No command timeout: the heartbeat judges its own PINGs (and would read an ioredis timeout as a miss).
       : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
     this.subscriber = sub
-    if (sub instanceof Redis) keepConnected(sub)
+    if (!isCluster(sub)) keepConnected(sub)
     let subscribed = false
     const down = (): void => {
       if (!subscribed) return
@@ -363,7 +391,7 @@ export class RedisStore implements SessionStore {
     // published before them. A Cluster subscribes through a connection of its own choosing, which a PING on
     // the Cluster would not reach: there the proof is a message this instance publishes to a channel of its
     // own and hears back through the subscription.
-    const cluster = sub instanceof Cluster
+    const cluster = isCluster(sub)
     const probeChannel = `${this.channel}:alive:${randomBytes(8).toString('hex')}`
     sub.on('message', (channel: string, message: string) => {
       if (channel === this.channel) this.feedMessage(message, handlers)

@@ -51,8 +51,10 @@ t.test('cookie transport: credentials included, CSRF header on unsafe methods, n
   const pair = await auth.login(credentials('alice'))
   t.ok(auth.signedIn, 'signed in after login')
   t.same([...jar.cookies.keys()].sort(), ['tg_access', 'tg_csrf', 'tg_refresh'], 'the login set the three cookies in the jar')
+  t.equal(pair.accessToken, undefined, 'the login answer carries no access token (it is in an HttpOnly cookie)')
+  t.equal(pair.refreshToken, undefined, 'nor a refresh token')
   const kept = [...storage.map.values()].join('')
-  t.notOk(kept.includes(pair.accessToken) || kept.includes(pair.refreshToken), 'the client keeps no token in its storage')
+  t.notOk(kept.includes(jar.cookies.get('tg_access')!.value) || kept.includes(jar.cookies.get('tg_refresh')!.value), 'the client keeps no token in its storage')
   t.equal(auth.sessionId, pair.sessionId, 'it keeps the session id')
 
   server.reset()

@@ -6,7 +6,7 @@
 // its first login is answered 401 TOKENGATE_DPOP_NONCE with a DPoP-Nonce, it retries once with the nonce and
 // succeeds, and its later proofs carry the latest nonce (so they need no retry).
 import t from 'tap'
-import { createClient } from '../../client/index.js'
+import { createClient, type TokenPair } from '../../client/index.js'
 import { credentials, headerOf, payloadOf, sharedStorage, sleep, startServer, uniqueKey } from './server.js'
 
 t.test('a DPoP-bound session lives through seconds of 1 s access tokens, every request with a proof', async t => {
@@ -14,7 +14,7 @@ t.test('a DPoP-bound session lives through seconds of 1 s access tokens, every r
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('dpop'), dpop: true })
   t.teardown(() => auth.close())
 
-  const pair = await auth.login(credentials('alice'))
+  const pair = await auth.login(credentials('alice')) as Required<TokenPair>
   t.equal(pair.tokenType, 'DPoP', 'the login with a proof answers tokenType DPoP')
   const jkt = payloadOf(pair.accessToken).cnf?.jkt as string | undefined
   t.type(jkt, 'string', 'the access token is bound to a key (cnf.jkt)')
@@ -59,7 +59,7 @@ t.test('the bound access token is refused as Bearer', async t => {
   const server = await startServer(t, { dpop: {} })
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('bearer'), dpop: true })
   t.teardown(() => auth.close())
-  const pair = await auth.login(credentials('alice'))
+  const pair = await auth.login(credentials('alice')) as Required<TokenPair>
   t.equal((await auth.fetch('/api/orders')).status, 200, 'the client itself gets through')
 
   const asBearer = await fetch(`${server.baseUrl}/api/orders`, { headers: { authorization: `Bearer ${pair.accessToken}` } })
@@ -76,7 +76,7 @@ t.test('with server nonces the client retries its login once with the nonce, the
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('nonce'), dpop: true })
   t.teardown(() => auth.close())
 
-  const pair = await auth.login(credentials('alice'))
+  const pair = await auth.login(credentials('alice')) as Required<TokenPair>
   t.equal(pair.tokenType, 'DPoP', 'the login succeeded, bound')
   const logins = server.seen.filter(s => s.url === '/auth/login')
   t.equal(logins.length, 2, 'two login requests reached the server: the challenged one and one retry')

@@ -76,7 +76,7 @@ async function writeLegacy (redis: Redis, prefix: string, o: LegacyOptions = {})
   await redis.hset(record, ...fields)
   await redis.pexpireat(record, recordExpiresAt)
   await redis.zadd(index, recordExpiresAt, sessionId)
-  const latest = await redis.zrange(index, -1, -1, 'WITHSCORES')
+  const latest = await redis.zrange(index, -1, '-1', 'WITHSCORES')
   await redis.pexpireat(index, Number(latest[1]))
   return {
     sessionId,

@@ -14,7 +14,7 @@ t.test('@fastify/swagger describes every plugin route as it is', async t => {
   const app = Fastify({ logger: false })
   t.teardown(async () => { await app.close() })
   await app.register(swagger, { openapi: { info: { title: 'app', version: '1' }, components: { securitySchemes: { ...openapiSecuritySchemes } } } })
-  await app.register(tokengate, { secret: SECRET, dpop: {}, routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions)
+  await app.register(tokengate, { secret: SECRET, issuer: 'https://auth.example', dpop: {}, routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions)
   await app.ready()
   const doc = app.swagger() as unknown as Doc
   const op = (path: string, method: string): any => doc.paths[path]?.[method]
@@ -54,7 +54,7 @@ t.test('@fastify/swagger registered without tokengate\'s schemes: the document b
   const build = async (swaggerOptions: Record<string, unknown>, order: 'swagger first' | 'tokengate first' | 'neither awaited'): Promise<Doc & { securityDefinitions?: Record<string, any> }> => {
     const app = Fastify({ logger: false })
     t.teardown(async () => { await app.close() })
-    const options = { secret: SECRET, routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions
+    const options = { secret: SECRET, issuer: 'https://auth.example', routes: { verifyCredentials, oauth: { introspectionClients: [{ id: 'rs', secret: 'rs-secret-0123456789' }] } } } as TokengateOptions
     if (order === 'swagger first') {
       await app.register(swagger, swaggerOptions)
       await app.register(tokengate, options)
@@ -99,7 +99,7 @@ t.test('@fastify/swagger registered without tokengate\'s schemes: the document b
 })
 
 t.test('the gateway serves its document at GET /openapi.json', async t => {
-  const { base } = await startGateway(t, { oauth: true })
+  const { base } = await startGateway(t, { oauth: true, tokens: { issuer: 'https://auth.example' } })
   const res = await fetch(`${base}/openapi.json`)
   t.equal(res.status, 200)
   const doc = await res.json() as Doc & { openapi: string, info: { title: string } }

@@ -26,7 +26,7 @@ async function dump (redis: Redis, prefix: string): Promise<{ keys: string[], by
     } else if (type === 'hash') {
       for (const [f, v] of Object.entries(await redis.hgetall(key))) text(f, v)
     } else if (type === 'zset') {
-      text(...await redis.zrange(key, 0, -1, 'WITHSCORES'))
+      text(...await redis.zrange(key, 0, '-1', 'WITHSCORES'))
     } else if (type === 'set') {
       text(...await redis.smembers(key))
     } else if (type === 'list') {
@@ -185,8 +185,8 @@ t.test('a user id with {, } and % is percent-encoded in its hash tag', async t =
   t.equal(await app.tokengate.revokeAll(sub), 2, 'revokeAll counts both sessions')
   t.equal(await redis.exists(key), 0, 'the user\'s key is gone')
   t.same((await keysUnder(redis, prefix)).filter(k => k.includes('{')), [], 'no session key left')
-  t.same(await redis.zrange(`${prefix}:revoked`, 0, -1), [], 'no entry per session in the revoked set')
-  t.same(await redis.zrange(`${prefix}:epochs`, 0, -1), [sub], 'one epoch entry for the user, by its raw id')
+  t.same(await redis.zrange(`${prefix}:revoked`, 0, '-1'), [], 'no entry per session in the revoked set')
+  t.same(await redis.zrange(`${prefix}:epochs`, 0, '-1'), [sub], 'one epoch entry for the user, by its raw id')
 
   const me3 = await app.inject({ url: '/me', headers: { authorization: `Bearer ${next.accessToken as string}` } })
   t.equal(me3.statusCode, 401)

@@ -79,7 +79,7 @@ for (const [name, stall] of STALLS) {
 
     // Control: after the stall everything works again, Redis included.
     const after = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: other.refreshToken } })
-    t.equal(after.statusCode, 200, `a refresh after the stall works (${after.body})`)
+    t.equal(after.statusCode, 200, `a refresh after the stall works${after.statusCode === 200 ? '' : ` (${after.body})`}`)
     t.equal(app.tokengate.feedUp, true, 'the feed is up')
   })
 }

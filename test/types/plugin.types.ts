@@ -12,7 +12,8 @@ import tokengate, {
   OAuthSchema,
   type OAuthOptions,
   type UserInfo,
-  type VerifyCredentials
+  type VerifyCredentials,
+  TokenPairSchema
 } from '../../plugin/index.js'
 import { Type, type Static } from '@sinclair/typebox'
 import type { SessionInfo as ClientSessionInfo, TokenPair as ClientTokenPair } from '../../client/index.js'
@@ -198,9 +199,10 @@ export function oauthOptionsAreTheSchema (): void {
 }
 
 // tokengate/client keeps its own copies of the server's JSON shapes (it imports nothing, so a browser
-// build pulls in no server types): they must stay the same types as the plugin's.
+// build pulls in no server types): they must stay the same types as the plugin's. The login answer is the
+// JSON the plugin's TokenPairSchema describes: the tokens optional (cookie transport keeps them out of the body).
 export function clientShapesMatchTheServer (): void {
-  expectType<Equal<ClientTokenPair, TokenPair>>(true)
+  expectType<Equal<ClientTokenPair, Static<typeof TokenPairSchema>>>(true)
   // Over HTTP every session says whether it is the caller's: `current` is always there for the client.
   expectType<Equal<ClientSessionInfo, Required<SessionInfo>>>(true)
 }
