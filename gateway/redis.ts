@@ -3,8 +3,7 @@
 // come from the URL (redis://:pw@host, rediss://) or from the password / tls fields. Every part of the
 // gateway (sessions, the revocation feed, rate limits) uses this client.
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
-import { redisClientOptions } from '../plugin/index.js'
-import { closingClient, keepConnected } from '../plugin/store/redis.js'
+import { closingClient, keepConnected, redisClientOptions } from '../plugin/index.js'
 import { ConfigError } from './config-error.js'
 
 export interface RedisConfig {

@@ -217,4 +217,5 @@ export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'
 export { DurationSchema, KeySchema, OAuthSchema, OptionError, OptionsSchema, durationMs, type TokengateOptions, type VerifyCredentials, type OAuthOptions, type DpopOptions, type UserInfo, type RequestMeta, type AuditMeta, type AuditHook, type KeyConfig, type Duration } from './options.js'
 export type { AuthInfo, SessionInfo, TokenPair, TokengateClaims } from './sessions.js'
 export { MemoryStore, RedisStore, type SessionStore, type SessionRecord, type RedisClient, type RedisStoreOptions } from './store/index.js'
-export { ownClientOptions as redisClientOptions } from './store/redis.js'
+// For the gateway's own connections (the same options, and a Sentinel client kept connected through failovers).
+export { ownClientOptions as redisClientOptions, keepConnected, closingClient } from './store/connections.js'

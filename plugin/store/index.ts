@@ -170,4 +170,5 @@ export interface SessionStore {
 }
 
 export { MemoryStore } from './memory.js'
-export { RedisStore, type RedisClient, type RedisStoreOptions } from './redis.js'
+export { RedisStore, type RedisStoreOptions } from './redis.js'
+export type { RedisClient } from './connections.js'

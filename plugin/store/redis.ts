@@ -1,31 +1,16 @@
 // The Redis SessionStore: all sessions of a user in one key under the user's hash tag (one Cluster slot
-// per user), expiring natively with the user's latest session; every operation is one Lua script.
-// The record layout is in lua/common.lua; sessions of the 0.1 layout are moved over as they are touched.
-import { randomBytes } from 'node:crypto'
+// per user): a string while the user has few sessions, a hash beyond; every write is one Lua script. The
+// record layout is in lua/common.lua; sessions of the 0.1 layout are moved over as they are touched. The
+// revocation feed lives in feed.ts, connection options and the Sentinel reconnect in connections.ts.
 import { readFileSync } from 'node:fs'
 import { decode as decodeMsgpack } from '@msgpack/msgpack'
-import { Redis, type Cluster, type RedisOptions } from 'ioredis'
+import { Redis } from 'ioredis'
+import { closingClient, hasCommandTimeout, ownClientOptions, type Client, type RedisClient } from './connections.js'
+import { subscribeFeed, type Feed } from './feed.js'
 import type {
   CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
   RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
-
-/**
- * A Redis client of yours for tokengate to use: an ioredis `Redis` or `Cluster` instance of ioredis 5 or 6.
- * Written out as the few members both majors share, not as ioredis's classes, so an instance made by your
- * own copy of ioredis, whichever major, is accepted (ioredis's classes of one copy do not accept another's).
- */
-export interface RedisClient {
-  readonly status: string
-  /** true on a `Cluster`, false on a `Redis` (ioredis 5 and 6 both say so). */
-  readonly isCluster: boolean
-  defineCommand: (name: string, definition: { lua: string, numberOfKeys?: number }) => void
-  quit: () => Promise<unknown>
-  disconnect: () => void
-}
-
-/** How the store calls a client: through ioredis 6's types, the API every accepted client shares. */
-type Client = Redis | Cluster
 
 export interface RedisStoreOptions {
   /** A redis:// URL (the store owns the connection) or your ioredis 5 or 6 Redis/Cluster instance (you own it). */
@@ -37,9 +22,6 @@ export interface RedisStoreOptions {
   /** A feed connection that answers nothing for this long (ms) is replaced; default 3750 (revocationStalenessMs). */
   stalenessMs?: number
 }
-
-/** How often the revocation feed's connection proves it is alive. */
-const HEARTBEAT_MS = 250
 
 const LUA_DIR = new URL('./lua/', import.meta.url)
 const lua = (name: string): string => readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
@@ -70,53 +52,6 @@ const MIGRATE_01 = session('migrate-0.1')
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
 
-/** Options for the connections tokengate opens itself: fail fast while Redis is away, reconnect forever. */
-export function ownClientOptions (timeoutMs: number): RedisOptions {
-  return {
-    enableOfflineQueue: false,
-    commandTimeout: timeoutMs,
-    maxRetriesPerRequest: 1,
-    connectTimeout: Math.max(timeoutMs, 1000),
-    retryStrategy: (times: number) => Math.min(50 * times, 1000)
-  }
-}
-
-const closedByUs = new WeakSet<object>()
-
-/**
- * ioredis ends a Sentinel client for good when its failover detector hears +switch-master while the client
- * is asking a sentinel where the master is: the pending connect is rejected ("Connection is closed.") and
- * ioredis takes that as final, so every command fails until a restart. A client given to keepConnected
- * that ends without closingClient connects again (every 100 ms until it is back).
- */
-export function keepConnected (client: Redis): void {
-  client.on('end', () => {
-    if (closedByUs.has(client)) return
-    setTimeout(() => {
-      if (!closedByUs.has(client) && client.status === 'end') client.connect().catch(() => { /* ends again: retried */ })
-    }, 100).unref()
-  })
-}
-
-/** Marks a client as closed on purpose (keepConnected leaves it closed). */
-export function closingClient (client: object): void {
-  closedByUs.add(client)
-}
-
-/**
- * Whether a client is a Cluster. Asked of the client, never with `instanceof`: a user's client may come from
- * another copy or major of ioredis than ours.
- */
-function isCluster (client: Client): client is Cluster {
-  return client.isCluster
-}
-
-/** Whether a client carries a command timeout (ioredis then bounds every call on it). */
-function hasCommandTimeout (client: Client): boolean {
-  const timeout = isCluster(client) ? client.options.redisOptions?.commandTimeout : client.options.commandTimeout
-  return typeof timeout === 'number' && timeout > 0
-}
-
 /** `{`, `}` and `%` in a user id are percent-encoded so the id cannot break out of its hash tag. */
 export function encodeUserId (userId: string): string {
   return userId.replace(/[%{}]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase())
@@ -134,8 +69,7 @@ export class RedisStore implements SessionStore {
   private readonly epochsKey: string
   private readonly everyoneKey: string
   readonly channel: string
-  private subscriber?: Client
-  private heartbeat?: NodeJS.Timeout
+  private feed?: Feed
 
   constructor (opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'tg'
@@ -373,92 +307,7 @@ export class RedisStore implements SessionStore {
   }
 
   async subscribe (handlers: RevocationFeedHandlers): Promise<void> {
-    // A connection of its own: a subscribed connection can run no other command.
-    const sub: Client = isCluster(this.client)
-      ? this.client.duplicate()
-      // No command timeout: the heartbeat judges its own PINGs (and would read an ioredis timeout as a miss).
-      : this.client.duplicate({ ...ownClientOptions(this.timeoutMs), commandTimeout: undefined })
-    this.subscriber = sub
-    if (!isCluster(sub)) keepConnected(sub)
-    let subscribed = false
-    const down = (): void => {
-      if (!subscribed) return
-      subscribed = false
-      handlers.onState(false)
-    }
-    sub.on('error', () => { /* the feed reports down on close; reconnects by itself */ })
-    // The proof of life: PINGs on the subscriber's own connection, answered in order after every message
-    // published before them. A Cluster subscribes through a connection of its own choosing, which a PING on
-    // the Cluster would not reach: there the proof is a message this instance publishes to a channel of its
-    // own and hears back through the subscription.
-    const cluster = isCluster(sub)
-    const probeChannel = `${this.channel}:alive:${randomBytes(8).toString('hex')}`
-    sub.on('message', (channel: string, message: string) => {
-      if (channel === this.channel) this.feedMessage(message, handlers)
-      else if (channel === probeChannel) {
-        const at = Number(message)
-        if (subscribed && Number.isFinite(at)) { answeredAt = Date.now(); handlers.onAlive(at) }
-      }
-    })
-    let answeredAt = Date.now()
-    const probe = (): void => {
-      const at = Date.now()
-      if (cluster) {
-        this.client.publish(probeChannel, String(at)).catch(() => { /* a miss: the staleness bound decides */ })
-      } else {
-        (sub as Redis).ping().then(() => {
-          if (!subscribed) return
-          answeredAt = Date.now()
-          handlers.onAlive(at)
-        }, () => {})
-      }
-    }
-    const up = async (): Promise<void> => {
-      try {
-        await this.bounded(cluster ? sub.subscribe(this.channel, probeChannel) : sub.subscribe(this.channel), true)
-        subscribed = true
-        answeredAt = Date.now()
-        handlers.onState(true)
-      } catch {
-        down()
-      }
-    }
-    sub.on('close', down)
-    // Every HEARTBEAT_MS a probe, without waiting for the previous one: after a stall (Redis paused, or busy)
-    // the answers arrive together and the latest proves the feed alive up to the stall's end. A connection
-    // that has answered nothing for the staleness bound is presumed dead (a partition that holds bytes and
-    // resets nothing) and replaced; the new one subscribes and reloads the revocations.
-    this.heartbeat = setInterval(() => {
-      if (!subscribed) return
-      if (Date.now() - answeredAt > this.stalenessMs) {
-        down()
-        sub.disconnect(true)
-        return
-      }
-      probe()
-    }, HEARTBEAT_MS)
-    this.heartbeat.unref()
-    // Resolves once subscribed (or after timeoutMs; the feed then comes up when Redis does).
-    await new Promise<void>(resolve => {
-      const t = setTimeout(resolve, this.timeoutMs)
-      const ready = (): void => { up().finally(() => { clearTimeout(t); resolve() }).catch(() => {}) }
-      sub.on('ready', ready)
-      if (sub.status === 'ready') ready()
-    })
-  }
-
-  /** A message on the revocation channel: a session id, or an epoch ('~u:<at>:<userId>', '~*:<at>'). */
-  private feedMessage (message: string, handlers: RevocationFeedHandlers): void {
-    if (message.startsWith('~u:')) {
-      const colon = message.indexOf(':', 3)
-      const at = Number(message.slice(3, colon))
-      if (colon > 3 && Number.isFinite(at)) handlers.onEpoch(message.slice(colon + 1), at)
-    } else if (message.startsWith('~*:')) {
-      const at = Number(message.slice(3))
-      if (Number.isFinite(at)) handlers.onEpoch(undefined, at)
-    } else {
-      handlers.onRevoked(message)
-    }
+    this.feed = await subscribeFeed({ client: this.client, channel: this.channel, timeoutMs: this.timeoutMs, stalenessMs: this.stalenessMs }, handlers)
   }
 
   async ping (): Promise<boolean> {
@@ -470,7 +319,7 @@ export class RedisStore implements SessionStore {
   }
 
   async close (): Promise<void> {
-    clearInterval(this.heartbeat)
+    this.feed?.stop()
     // QUIT, then disconnect() in any case: with Sentinel, only disconnect() ends ioredis's own connections
     // to the sentinels (its failover detector), which would otherwise keep the process alive.
     const quit = async (c: Client): Promise<void> => {
@@ -478,7 +327,7 @@ export class RedisStore implements SessionStore {
       try { await this.bounded(c.quit()) } catch { /* closed below */ }
       c.disconnect()
     }
-    if (this.subscriber !== undefined) await quit(this.subscriber)
+    if (this.feed !== undefined) await quit(this.feed.subscriber)
     if (this.owned) await quit(this.client)
   }
 }
