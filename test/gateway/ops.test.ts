@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import { buildGateway } from '../../gateway/index.js'
 import { hashPassword } from '../../gateway/login.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
-import { SECRET, sleep } from '../helpers/app.js'
+import { SECRET, until } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
 import { fakeClock } from '../helpers/clock.js'
 import { captureLogs } from '../helpers/logs.js'
@@ -98,15 +98,6 @@ function assertRateLimited (t: Test, r: Res, what: string, retryAfter?: number):
   const retry = r.headers.get('retry-after')
   if (retryAfter !== undefined) t.equal(retry, String(retryAfter), `${what}: Retry-After ${retryAfter}`)
   else t.match(retry, /^[1-9]\d*$/, `${what}: Retry-After is a positive integer of seconds (${String(retry)})`)
-}
-
-/** Polls `check` until it holds (real time: these tests may stop the Date clock). */
-async function until (what: string, limitMs: number, check: () => Promise<boolean>): Promise<void> {
-  const start = performance.now()
-  while (!await check()) {
-    if (performance.now() - start > limitMs) throw new Error(`${what}: not within ${limitMs} ms`)
-    await sleep(25)
-  }
 }
 
 t.test('rate limiting', async t => {
