@@ -8,7 +8,7 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { hashPassword } from '../../gateway/login.js'
-import { SECRET } from '../helpers/app.js'
+import { SECRET, until } from '../helpers/app.js'
 import { deletePrefix, freePort, readSession, redisUrl, uniquePrefix } from '../helpers/redis.js'
 import { childEnv, killChildren, spawnDist, tempDir, type Proc } from '../helpers/spawn.js'
 import { craftAccessToken } from '../helpers/tokens.js'
@@ -19,10 +19,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 interface Seen { method: string, url: string, headers: IncomingHttpHeaders }
 
-/** An upstream on loopback that answers with what it received; paths with /slow answer after 1.5 s. */
-async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArrived: () => Promise<void>, close: () => Promise<void> }> {
+/** An upstream on loopback that answers with what it received; paths with /slow answer when released. */
+async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArrived: () => Promise<void>, releaseSlow: () => void, close: () => Promise<void> }> {
   const seen: Seen[] = []
   let onSlow: (() => void) | undefined
+  const held: Array<() => void> = []
   const server = http.createServer((req, res) => {
     const rec: Seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers }
     seen.push(rec)
@@ -32,8 +33,8 @@ async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArriv
       res.end(JSON.stringify(body))
     }
     if (rec.url.includes('/slow')) {
+      held.push(() => send({ ...rec, pad: 'x'.repeat(200_000) }))
       onSlow?.()
-      setTimeout(() => send({ ...rec, pad: 'x'.repeat(200_000) }), 1500)
       return
     }
     send(rec)
@@ -43,7 +44,9 @@ async function startUpstream (): Promise<{ port: number, seen: Seen[], slowArriv
     port: (server.address() as AddressInfo).port,
     seen,
     slowArrived: async () => await new Promise<void>(resolve => { onSlow = resolve }),
+    releaseSlow: () => { for (const answer of held.splice(0)) answer() },
     close: async () => {
+      for (const answer of held.splice(0)) answer()
       server.closeAllConnections()
       await new Promise<void>(resolve => server.close(() => resolve()))
     }
@@ -322,6 +325,9 @@ t.test('SIGTERM drains an in-flight request and exits 0', async t => {
   })
   await arrived
   term.child.kill('SIGTERM')
+  // The upstream answers once the gateway says it is draining: the answer must cross a stopping gateway.
+  await until('the gateway is draining', 10_000, () => /draining in-flight requests/.test(term.stdout()))
+  upstream.releaseSlow()
   const res = await pending
   t.equal(res.status, 200, 'the in-flight request still gets its answer')
   const body = JSON.parse(res.body) as Seen & { pad: string }
