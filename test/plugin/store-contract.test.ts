@@ -11,6 +11,7 @@ import {
 } from '../../plugin/store/index.js'
 import { deletePrefix, keysUnder, readSessions, redisUrl, uniquePrefix, type StoredSession } from '../helpers/redis.js'
 import { sleep, until } from '../helpers/app.js'
+import { fakeClock } from '../helpers/clock.js'
 
 /** Redis-only views, to check the keys behind the contract. */
 interface Inspect {
@@ -474,6 +475,29 @@ function contract (name: string, factory: Factory): void {
         const keys = await keysUnder(h.inspect.client, h.inspect.prefix)
         t.same(keys, [h.inspect.sessionsKey(other)], "only the other user's key remains")
       }
+    })
+
+    t.test('revoke, revokeAll and claimProof read the time where the rest of tokengate does (Date.now())', async t => {
+      // One seam for time: a store that kept its own copy of the clock would disagree with its callers
+      // (and with tests that stop the clock). The store exists first; then the clock stops, and the
+      // sessions expire when it is moved past them.
+      const h = await factory(t)
+      const { store } = h
+      const clock = fakeClock(t)
+      const now = clock.now()
+      const user = 'u-' + id()
+      const short = { refreshTtlMs: 1000, extraMs: 1000 }
+      const [a, b] = [newSession(user, now, { refreshExpiresAt: now + 1000 }), newSession(user, now, { refreshExpiresAt: now + 1000 })]
+      for (const s of [a, b]) await store.create(s, times(now, short))
+      t.ok(await store.claimProof(`proof-${id()}`, 1000), 'a proof id is claimed')
+      const proofId = `proof-${id()}`
+      t.ok(await store.claimProof(proofId, 1000), 'another proof id is claimed')
+      t.notOk(await store.claimProof(proofId, 1000), 'and is refused a second time while the clock stands')
+      clock.tick(2000) // both sessions' records expire (refresh expiry + extraMs)
+      t.same(await store.revoke(user, [a.sessionId]), [], 'revoke: nothing live to revoke once the clock passed the record\'s expiry')
+      t.same(await store.revokeAll(user), [], 'revokeAll: nothing live either')
+      // (The Redis store keeps proof ids by Redis's own clock, PX: the real one.)
+      if (h.inspect === undefined) t.ok(await store.claimProof(proofId, 1000), 'memory store: the proof id is free again once its time passed')
     })
 
     t.test('native expiry: records go by themselves', async t => {
