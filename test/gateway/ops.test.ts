@@ -126,9 +126,15 @@ t.test('rate limiting', async t => {
     }
   })
 
-  t.test('failed logins without Redis (memory store)', async t => {
+  t.test('failed logins without Redis (memory store), until the window has passed', async t => {
+    const clock = fakeClock(t)
     const base = await gateway(t, await baseConfig({ rateLimit: { failedLogins: { max: 3, window: '1m' } } }))
     await failedLoginScenario(t, base)
+    // The window starts at the first failure (the clock stands still: all three came at its start).
+    clock.tick(59_999)
+    assertRateLimited(t, await loginAs(base, 'alice', ALICE_PW), 'a millisecond before the window ends', 1)
+    clock.tick(1)
+    t.equal((await loginAs(base, 'alice', ALICE_PW)).status, 200, 'once the window has passed, alice logs in')
   })
 
   // The per-IP windows are aligned to the clock (every instance counts the same window): these tests stop
