@@ -17,11 +17,10 @@ export class MemoryStore implements SessionStore {
   private readonly proofs = new Map<string, number>()
   private readonly listeners = new Set<RevocationFeedHandlers>()
   private readonly timer: NodeJS.Timeout
-  private readonly clock: () => number
 
-  constructor (opts: { now?: () => number } = {}) {
-    this.clock = opts.now ?? Date.now
-    this.timer = setInterval(() => this.sweep(this.clock()), SWEEP_MS).unref()
+  constructor () {
+    // The time is read through Date.now() (or given by the caller), never a copy of it: one seam for tests.
+    this.timer = setInterval(() => this.sweep(Date.now()), SWEEP_MS).unref()
   }
 
   private live (userId: string, sessionId: string, now: number): Entry | undefined {
@@ -130,7 +129,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revoke (userId: string, sessionIds: string[]): Promise<string[]> {
-    const now = this.clock()
+    const now = Date.now()
     const out: string[] = []
     for (const id of sessionIds) {
       if (this.live(userId, id, now) !== undefined) {
@@ -142,7 +141,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeAll (userId: string): Promise<string[]> {
-    const now = this.clock()
+    const now = Date.now()
     const sessions = this.users.get(userId)
     if (sessions === undefined) return []
     const out = [...sessions.values()].filter(e => e.expiresAt > now).map(e => e.sessionId)
@@ -175,7 +174,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async claimProof (id: string, ttlMs: number): Promise<boolean> {
-    const now = this.clock()
+    const now = Date.now()
     if ((this.proofs.get(id) ?? 0) > now) return false
     this.proofs.set(id, now + ttlMs)
     return true
