@@ -18,11 +18,10 @@ export class MemoryStore implements SessionStore {
   private readonly epochs = new Map<string | undefined, EpochEntry>()
   private readonly listeners = new Set<RevocationFeedHandlers>()
   private readonly timer: NodeJS.Timeout
-  private readonly clock: () => number
 
-  constructor (opts: { now?: () => number } = {}) {
-    this.clock = opts.now ?? Date.now
-    this.timer = setInterval(() => this.sweep(this.clock()), SWEEP_MS).unref()
+  constructor () {
+    // The time is read through Date.now() (or given by the caller), never a copy of it: one seam for tests.
+    this.timer = setInterval(() => this.sweep(Date.now()), SWEEP_MS).unref()
   }
 
   private live (userId: string, sessionId: string, now: number, notBefore = 0): Entry | undefined {
@@ -136,7 +135,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revoke (userId: string, sessionIds: string[], notBefore = 0): Promise<string[]> {
-    const now = this.clock()
+    const now = Date.now()
     const out: string[] = []
     for (const id of sessionIds) {
       if (this.live(userId, id, now, notBefore) !== undefined) {
@@ -148,7 +147,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeAll (userId: string, notBefore = 0): Promise<string[]> {
-    const now = this.clock()
+    const now = Date.now()
     const sessions = this.users.get(userId)
     if (sessions === undefined) return []
     const out = [...sessions.values()].filter(e => e.expiresAt > now && e.createdAt >= notBefore).map(e => e.sessionId)
@@ -181,7 +180,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async claimProof (id: string, ttlMs: number): Promise<boolean> {
-    const now = this.clock()
+    const now = Date.now()
     if ((this.proofs.get(id) ?? 0) > now) return false
     this.proofs.set(id, now + ttlMs)
     return true
@@ -202,7 +201,7 @@ export class MemoryStore implements SessionStore {
   }
 
   async epochOf (userId: string): Promise<number> {
-    const now = this.clock()
+    const now = Date.now()
     const at = (e: EpochEntry | undefined): number => e !== undefined && e.until > now ? e.at : 0
     return Math.max(at(this.epochs.get(userId)), at(this.epochs.get(undefined)))
   }

@@ -76,6 +76,9 @@ t.test('two browser tabs share one DPoP key (IndexedDB) and one session (localSt
   await b.reload()
   await b.waitForFunction(() => window.ready === true)
   await b.evaluate(async (c) => await window.auth.login(c), credentials('alice'))
+  // Another tab's localStorage write reaches this tab's renderer a moment later: wait until tab a has heard it.
+  await a.waitForFunction(() => window.changes.length === 3, undefined, { timeout: 3000 })
+  t.same(await a.evaluate(() => window.changes), [true, false, true], 'tab a heard tab b\'s login')
   server.reset()
   t.equal(await status(a), 200, 'after tab b reloaded and logged in, tab a gets through')
   t.same(new Set(server.seen.map(s => JSON.stringify(headerOf(s.dpop!).jwk))), jwks, 'with the same key as before the reload')

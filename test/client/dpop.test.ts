@@ -5,11 +5,17 @@
 // without the key is refused. With `dpop: { nonce: true }` the client completes the nonce dance by itself:
 // its first login is answered 401 TOKENGATE_DPOP_NONCE with a DPoP-Nonce, it retries once with the nonce and
 // succeeds, and its later proofs carry the latest nonce (so they need no retry).
+// Client and server run in this process on one stopped clock (test/helpers/clock.ts), moved 100 ms after each
+// request: seconds of traffic cost no real seconds, and a slow machine sends as many requests as a fast one.
 import t from 'tap'
 import { createClient, type TokenPair } from '../../client/index.js'
-import { credentials, headerOf, payloadOf, sharedStorage, sleep, startServer, uniqueKey } from './server.js'
+import { fakeClock } from '../helpers/clock.js'
+import { credentials, headerOf, payloadOf, sharedStorage, startServer, uniqueKey } from './server.js'
+
+const EVERY_MS = 100
 
 t.test('a DPoP-bound session lives through seconds of 1 s access tokens, every request with a proof', async t => {
+  const clock = fakeClock(t)
   const server = await startServer(t, { accessTokenTtl: '1s', dpop: {} })
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('dpop'), dpop: true })
   t.teardown(() => auth.close())
@@ -28,17 +34,14 @@ t.test('a DPoP-bound session lives through seconds of 1 s access tokens, every r
   server.reset()
 
   const statuses: number[] = []
-  // At least 2 s, and on until the hook has rotated twice (a busy machine sends fewer requests), 15 s at most.
-  const end = Date.now() + 2000
-  const cap = Date.now() + 15_000
-  const rotated = (): number => new Set(server.seen.map(s => s.refreshToken)).size
-  for (let i = 0; (Date.now() < end || rotated() < 3) && Date.now() < cap; i++) {
+  // 3 s: logged in at a whole second, the hook refreshes at 1.1 s and 2.1 s.
+  for (let i = 0; i < 30; i++) {
     // Every other request with a query and a fragment: htu must leave them out.
     const res = await auth.fetch(i % 2 === 0 ? '/api/orders' : '/api/orders?page=2#top')
     statuses.push(res.status)
     const body = await res.json() as { jkt?: string }
     if (res.status === 200 && body.jkt !== jkt) t.fail('the route saw a request not bound to the login\'s key')
-    await sleep(50)
+    clock.tick(EVERY_MS)
   }
   t.same(statuses.filter(s => s !== 200), [], `every one of the ${statuses.length} responses was a 200`)
   t.same(server.seen.filter(s => s.status !== 200).map(s => s.code), [], 'the server refused nothing')
@@ -49,7 +52,7 @@ t.test('a DPoP-bound session lives through seconds of 1 s access tokens, every r
   t.ok(server.seen.every(s => payloadOf(s.dpop!).htu === `${server.baseUrl}/api/orders`), 'htu never carries the query or the fragment')
   t.ok(server.seen.every(s => payloadOf(s.dpop!).ath !== undefined && payloadOf(s.dpop!).htm === 'GET'), 'every proof has ath and htm')
   const rotations = new Set(server.seen.map(s => s.refreshToken)).size
-  t.ok(rotations >= 3, `the hook refreshed the bound session with the proof, over and over (${rotations} refresh tokens)`)
+  t.equal(rotations, 3, `the hook refreshed the bound session with the proof, once a second (${rotations} refresh tokens)`)
   const keys = new Set(server.seen.map(s => JSON.stringify(headerOf(s.dpop!).jwk)))
   t.equal(keys.size, 1, 'every proof was signed by the one key')
   t.ok(auth.signedIn, 'the client is still signed in')
@@ -72,6 +75,7 @@ t.test('the bound access token is refused as Bearer', async t => {
 })
 
 t.test('with server nonces the client retries its login once with the nonce, then carries it', async t => {
+  const clock = fakeClock(t)
   const server = await startServer(t, { accessTokenTtl: '1s', dpop: { nonce: true } })
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('nonce'), dpop: true })
   t.teardown(() => auth.close())
@@ -88,23 +92,23 @@ t.test('with server nonces the client retries its login once with the nonce, the
   server.reset()
 
   const statuses: number[] = []
-  const end = Date.now() + 2000
-  while (Date.now() < end) {
+  for (let i = 0; i < 20; i++) {
     const res = await auth.fetch('/api/orders')
     statuses.push(res.status)
     await res.arrayBuffer()
-    await sleep(50)
+    clock.tick(EVERY_MS)
   }
   t.same(statuses.filter(s => s !== 200), [], `every one of the ${statuses.length} later requests was a 200`)
   t.equal(server.seen.length, statuses.length, 'they needed no nonce retry (the client kept the nonce)')
   t.ok(server.seen.every(s => typeof payloadOf(s.dpop!).nonce === 'string'), 'every later proof carried a nonce')
-  // The latest nonce the server gave (nonces rotate every proofMaxAge; a rotation may fall within these 2 s).
+  // The latest nonce the server gave (nonces rotate every proofMaxAge).
   const latest = [logins[1].nonce, ...server.seen.map(s => s.nonce)]
   t.ok(server.seen.every((s, i) => payloadOf(s.dpop!).nonce === latest[i]), 'each proof carried the latest nonce the server had given')
-  t.ok(new Set(server.seen.map(s => s.refreshToken)).size >= 2, 'the session was refreshed through the hook with nonce-carrying proofs')
+  t.equal(new Set(server.seen.map(s => s.refreshToken)).size, 2, 'the session was refreshed through the hook with nonce-carrying proofs')
 })
 
 t.test('two tabs of one bound session sign with the same key', async t => {
+  const clock = fakeClock(t)
   const server = await startServer(t, { accessTokenTtl: '1s', dpop: {} })
   const storage = sharedStorage()
   const key = uniqueKey('dpop-tabs')
@@ -114,14 +118,13 @@ t.test('two tabs of one bound session sign with the same key', async t => {
   await a.login(credentials('bob'))
   server.reset()
   const statuses: number[] = []
-  const end = Date.now() + 1500
-  while (Date.now() < end) {
+  for (let i = 0; i < 15; i++) {
     statuses.push(...await Promise.all([a, b].map(async tab => {
       const res = await tab.fetch('/api/orders')
       await res.arrayBuffer()
       return res.status
     })))
-    await sleep(50)
+    clock.tick(EVERY_MS)
   }
   t.same(statuses.filter(s => s !== 200), [], `tab b, which never logged in, and tab a: all ${statuses.length} requests answered 200`)
   t.equal(new Set(server.seen.map(s => JSON.stringify(headerOf(s.dpop!).jwk))).size, 1, 'both tabs signed with one key')
@@ -129,12 +132,13 @@ t.test('two tabs of one bound session sign with the same key', async t => {
 })
 
 t.test('a stale nonce on a later request costs one retry, and a server that challenges every time no loop', async t => {
-  // Nonces rotate every proofMaxAge and are good for two slots: after 2.2 s idle with 1 s slots, the kept one is stale.
+  // Nonces rotate every proofMaxAge and are good for two slots: after 2 s idle with 1 s slots, the kept one is stale.
+  const clock = fakeClock(t)
   const server = await startServer(t, { dpop: { nonce: true, proofMaxAge: '1s' } })
   const auth = createClient({ baseUrl: server.baseUrl, storage: sharedStorage(), key: uniqueKey('stale'), dpop: true })
   t.teardown(() => auth.close())
   await auth.login(credentials('alice'))
-  await sleep(2200)
+  clock.tick(2000)
   server.reset()
   const res = await auth.fetch('/api/orders')
   t.equal(res.status, 200, 'the request with a stale nonce ends in a 200')

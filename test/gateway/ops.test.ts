@@ -9,8 +9,9 @@ import { Redis } from 'ioredis'
 import { buildGateway } from '../../gateway/index.js'
 import { hashPassword } from '../../gateway/login.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
-import { SECRET, sleep } from '../helpers/app.js'
+import { SECRET, until } from '../helpers/app.js'
 import { deletePrefix, freePort, keysUnder, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
+import { fakeClock } from '../helpers/clock.js'
 import { captureLogs } from '../helpers/logs.js'
 import { childEnv, spawnDist, tempDir } from '../helpers/spawn.js'
 
@@ -90,19 +91,13 @@ async function get (base: string, url: string, headers: Record<string, string> =
 const loginAs = async (base: string, username: string, password: string, headers: Record<string, string> = {}): Promise<Res> =>
   await post(base, '/auth/login', { username, password }, headers)
 
-function assertRateLimited (t: Test, r: Res, what: string): void {
+/** A 429 TOKENGATE_RATE_LIMITED; Retry-After a positive integer of seconds, or exactly `retryAfter`. */
+function assertRateLimited (t: Test, r: Res, what: string, retryAfter?: number): void {
   t.equal(r.status, 429, `${what}: 429 (got ${r.status} ${String(r.body.code ?? '')})`)
   t.equal(r.body.code, 'TOKENGATE_RATE_LIMITED', `${what}: TOKENGATE_RATE_LIMITED`)
   const retry = r.headers.get('retry-after')
-  t.match(retry, /^[1-9]\d*$/, `${what}: Retry-After is a positive integer of seconds (${String(retry)})`)
-}
-
-async function until (what: string, limitMs: number, check: () => Promise<boolean>): Promise<void> {
-  const start = Date.now()
-  while (!await check()) {
-    if (Date.now() - start > limitMs) throw new Error(`${what}: not within ${limitMs} ms`)
-    await sleep(100)
-  }
+  if (retryAfter !== undefined) t.equal(retry, String(retryAfter), `${what}: Retry-After ${retryAfter}`)
+  else t.match(retry, /^[1-9]\d*$/, `${what}: Retry-After is a positive integer of seconds (${String(retry)})`)
 }
 
 t.test('rate limiting', async t => {
@@ -131,20 +126,34 @@ t.test('rate limiting', async t => {
     }
   })
 
-  t.test('failed logins without Redis (memory store)', async t => {
+  t.test('failed logins without Redis (memory store), until the window has passed', async t => {
+    const clock = fakeClock(t)
     const base = await gateway(t, await baseConfig({ rateLimit: { failedLogins: { max: 3, window: '1m' } } }))
     await failedLoginScenario(t, base)
+    // The window starts at the first failure (the clock stands still: all three came at its start).
+    clock.tick(59_999)
+    assertRateLimited(t, await loginAs(base, 'alice', ALICE_PW), 'a millisecond before the window ends', 1)
+    clock.tick(1)
+    t.equal((await loginAs(base, 'alice', ALICE_PW)).status, 200, 'once the window has passed, alice logs in')
   })
 
-  t.test('per IP: the 6th login in the window is refused', async t => {
+  // The per-IP windows are aligned to the clock (every instance counts the same window): these tests stop
+  // the clock at the start of one (test/helpers/clock.ts), so no window ends mid-test unless they move it.
+  t.test('per IP: the 6th login in the window is refused, until the next window', async t => {
+    const clock = fakeClock(t)
     const { url, prefix } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     for (let i = 1; i <= 5; i++) t.equal((await loginAs(base, i % 2 === 0 ? 'bob' : 'alice', i % 2 === 0 ? BOB_PW : ALICE_PW)).status, 200, `login ${i}: 200`)
-    assertRateLimited(t, await loginAs(base, 'bob', BOB_PW), '6th login')
+    assertRateLimited(t, await loginAs(base, 'bob', BOB_PW), '6th login, at the start of the window', 60)
     t.equal((await get(base, '/healthz')).status, 200, 'other routes are not limited')
+    clock.tick(59_999)
+    assertRateLimited(t, await loginAs(base, 'bob', BOB_PW), 'a millisecond before the window ends', 1)
+    clock.tick(1)
+    t.equal((await loginAs(base, 'bob', BOB_PW)).status, 200, 'the next window admits again')
   })
 
   t.test('per IP: one counter per client IP, <prefix>:rl:ip:<ip>, expiring with its window', async t => {
+    const clock = fakeClock(t)
     const { url, prefix, client } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     t.equal((await loginAs(base, 'alice', ALICE_PW)).status, 200)
@@ -156,35 +165,37 @@ t.test('rate limiting', async t => {
     t.same(keys.filter(k => k.includes(':rl:ip:')), [key], `the per-IP key names the IP (${keys.join(', ')})`)
     t.same(keys.filter(k => k.includes('undefined')), [], 'no key says undefined')
     t.equal(await client.hget(key, 'n'), '2', 'login and refresh counted once each')
-    const ttl = await client.pttl(key)
-    t.ok(ttl > 0 && ttl <= 60_000, `expires with the window (${ttl} ms)`)
+    t.equal(Number(await client.pexpiretime(key)), clock.now() + 60_000, 'expires at the end of its window')
   })
 
   t.test('per IP, two gateways on one Redis: the limit is shared (within a sync)', async t => {
+    fakeClock(t)
     const { url, prefix, client } = await sharedPrefix(t)
     const config = await baseConfig({ redis: { url }, rateLimit: { requests: { max: 6, window: '1m' } } }, { keyPrefix: prefix })
     const a = await gateway(t, config)
     const b = await gateway(t, config)
-    for (let i = 1; i <= 3; i++) t.equal((await post(a, '/auth/refresh', { refreshToken: `bogus-a${i}` })).status, 401, `A ${i}: 401`)
-    for (let i = 1; i <= 3; i++) t.equal((await post(b, '/auth/refresh', { refreshToken: `bogus-b${i}` })).status, 401, `B ${i}: 401`)
-    // Six in all, in Redis once both gateways have synced.
-    await until('both gateways pushed their counts', 5000, async () => await client.hget(`${prefix}:rl:ip:127.0.0.1`, 'n') === '6')
-    // A learns the total when it next syncs a request of this IP: one more may pass, then A refuses with
-    // only 5 of its own (under the limit of 6), which only B's counts explain.
-    t.equal((await post(a, '/auth/refresh', { refreshToken: 'bogus-a4' })).status, 401, 'A 4: 401')
-    await until('A has synced', 5000, async () => Number(await client.hget(`${prefix}:rl:ip:127.0.0.1`, 'n')) >= 7)
-    await sleep(300)
-    assertRateLimited(t, await post(a, '/auth/refresh', { refreshToken: 'bogus-a5' }), 'A refuses its 5th: the limit is shared')
+    const key = `${prefix}:rl:ip:127.0.0.1`
+    for (let i = 1; i <= 5; i++) t.equal((await post(b, '/auth/refresh', { refreshToken: `bogus-b${i}` })).status, 401, `B ${i}: 401`)
+    await until('B pushed its counts', 5000, async () => await client.hget(key, 'n') === '5')
+    // A has counted nothing yet: its first request passes, and its sync learns the total of both.
+    t.equal((await post(a, '/auth/refresh', { refreshToken: 'bogus-a1' })).status, 401, 'A 1: 401')
+    // (Redis answered A's sync before this poll's read, and A, in this process, handles its answer first.)
+    await until('A pushed its count and learned the total', 5000, async () => await client.hget(key, 'n') === '6')
+    assertRateLimited(t, await post(a, '/auth/refresh', { refreshToken: 'bogus-a2' }), 'A refuses its 2nd (of a limit of 6): only B\'s counts explain it')
   })
 
   t.test('per IP: the 6th refresh in the window is refused (memory store)', async t => {
+    const clock = fakeClock(t)
     const base = await gateway(t, await baseConfig({ rateLimit: { requests: { max: 5, window: '1m' } } }))
     for (let i = 1; i <= 5; i++) t.equal((await post(base, '/auth/refresh', { refreshToken: `bogus-${i}` })).status, 401, `refresh ${i}: 401`)
-    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus-6' }), '6th refresh')
+    assertRateLimited(t, await post(base, '/auth/refresh', { refreshToken: 'bogus-6' }), '6th refresh', 60)
+    clock.tick(60_000)
+    t.equal((await post(base, '/auth/refresh', { refreshToken: 'bogus-7' })).status, 401, 'the next window admits again')
   })
 
   // rateLimit.requests counts all logins and refreshes per client IP (default 100 per minute): one counter for both.
   t.test('per IP: logins and refreshes share one counter', async t => {
+    fakeClock(t)
     const { url, prefix } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     const first = await loginAs(base, 'alice', ALICE_PW)
@@ -201,12 +212,14 @@ t.test('rate limiting', async t => {
   })
 
   t.test('per IP, memory store: logins and refreshes share one counter', async t => {
+    fakeClock(t)
     const base = await gateway(t, await baseConfig({ rateLimit: { requests: { max: 5, window: '1m' } } }))
     for (let i = 1; i <= 5; i++) t.equal((await post(base, '/auth/refresh', { refreshToken: `bogus-${i}` })).status, 401, `request ${i} (refresh): 401`)
     assertRateLimited(t, await loginAs(base, 'alice', ALICE_PW), '6th request (a login after 5 refreshes)')
   })
 
   t.test('trustProxy: false ignores X-Forwarded-For', async t => {
+    fakeClock(t)
     const { url, prefix } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, trustProxy: false, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     for (let i = 1; i <= 5; i++) {
@@ -217,6 +230,7 @@ t.test('rate limiting', async t => {
   })
 
   t.test('trustProxy: true lets X-Forwarded-For name the client', async t => {
+    fakeClock(t)
     const { url, prefix } = await sharedPrefix(t)
     const base = await gateway(t, await baseConfig({ redis: { url }, trustProxy: true, rateLimit: { requests: { max: 5, window: '1m' } } }, { keyPrefix: prefix }))
     for (let i = 1; i <= 5; i++) {
@@ -443,7 +457,8 @@ t.test('access log: at info, exactly one line per request (method, route, status
   await send('proxied 401', 'acc-4', 401, '/api/*', get(base, '/api/x', { 'x-request-id': 'acc-4' }))
   await send('public', 'acc-5', 200, '/pub/*', get(base, '/pub/y', { 'x-request-id': 'acc-5' }))
   await send('not found', 'acc-6', 404, 'unmatched', get(base, '/nowhere', { 'x-request-id': 'acc-6' }))
-  await sleep(50)
+  // The access log is written once a response has gone out: wait for the lines, not for a time.
+  await until('every request is access-logged', 5000, async () => sent.every(([id]) => logs.lines().some(l => l.reqId === id)))
   const lines = logs.lines().filter(l => typeof l.reqId === 'string' && l.reqId.startsWith('acc-'))
   for (const [id, what, status, route] of sent) {
     const mine = lines.filter(l => l.reqId === id)
@@ -455,7 +470,9 @@ t.test('access log: at info, exactly one line per request (method, route, status
   t.same(logs.lines().filter(l => /incoming request|request completed/.test(String(l.msg))), [], "none of Fastify's two lines per request")
   // Health probes and scrapes (the load balancer's, Prometheus') are not access-logged.
   t.equal((await get(base, '/healthz', { 'x-request-id': 'acc-probe' })).status, 200)
-  await sleep(50)
+  // A request sent after the probe is logged after it: once its line is there, the probe's would be too.
+  t.equal((await get(base, '/nowhere', { 'x-request-id': 'acc-after-probe' })).status, 404)
+  await until('the request after the probe is logged', 5000, async () => logs.lines().some(l => l.reqId === 'acc-after-probe'))
   t.same(logs.lines().filter(l => l.reqId === 'acc-probe'), [], '/healthz writes no line')
 
   const quiet = captureLogs()

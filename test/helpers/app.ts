@@ -57,3 +57,12 @@ export async function login (app: FastifyInstance, username = 'alice'): Promise<
 }
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+/** Polls `check` until it holds, or throws after `limitMs` (real time: a test may have stopped the Date clock). */
+export async function until (what: string, limitMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
+  const start = performance.now()
+  while (!await check()) {
+    if (performance.now() - start > limitMs) throw new Error(`${what}: not within ${limitMs} ms`)
+    await sleep(20)
+  }
+}

@@ -50,11 +50,12 @@ export interface SentinelGroup {
   /** Kills the current master at once (SIGKILL), as a crash would. */
   killMaster: () => void
   /**
-   * Replication falls `lagMs` behind, then the master crashes: the replica is frozen and cut off, the master
-   * goes on acknowledging writes it can no longer replicate, and dies; the replica then resumes with what
-   * it had. Writes of those last `lagMs` are lost, as asynchronous replication loses them.
+   * Replication falls behind, then the master crashes: the replica is frozen and cut off, the master goes on
+   * acknowledging writes it can no longer replicate until `lagged` resolves (the caller awaits the writes it
+   * wants lost), and dies; the replica then resumes with what it had. Those writes are lost, as asynchronous
+   * replication loses them.
    */
-  lagThenKillMaster: (lagMs: number) => Promise<void>
+  lagThenKillMaster: (lagged: () => Promise<void>) => Promise<void>
   /** Waits until the sentinels name a master other than `port`, and it answers as a master. */
   failedOver: (port: number, limitMs?: number) => Promise<number>
   /** A client on the current master (for setup and inspection). */
@@ -112,12 +113,12 @@ export async function startSentinelGroup (t: Test, name = 'tgmaster'): Promise<S
       const port = masterPortNow()
       procs.get(port)?.kill('SIGKILL')
     },
-    async lagThenKillMaster (lagMs) {
+    async lagThenKillMaster (lagged) {
       const port = masterPortNow()
       const replicaPort = [...procs.keys()].find(p => p !== port && !sentinelPorts.includes(p))!
       procs.get(replicaPort)?.kill('SIGSTOP')
       cli(port, 'client', 'kill', 'type', 'replica')
-      await sleep(lagMs)
+      await lagged()
       procs.get(port)?.kill('SIGKILL')
       procs.get(replicaPort)?.kill('SIGCONT')
     },

@@ -9,9 +9,10 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { exportJWK, generateKeyPair } from 'jose'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { buildApp, sleep, USERS } from '../helpers/app.js'
+import { buildApp, USERS } from '../helpers/app.js'
 import { assertRefused, athOf, buildAppWith, craftProof, freshClaims, newKey, nowSec, proof, signRaw, withDpop, type KeyPair } from '../helpers/dpop.js'
-import { readSessions } from '../helpers/redis.js'
+import { keysUnder, readSessions } from '../helpers/redis.js'
+import { fakeClock } from '../helpers/clock.js'
 
 const ORIGIN = 'http://localhost'
 const LOGIN_URL = `${ORIGIN}/auth/login`
@@ -283,16 +284,20 @@ t.test('jti: a proof is used once; a missing jti is refused', async t => {
 })
 
 t.test('a proof is refused a second time for as long as its iat is accepted (jti memory covers a future-dated proof too)', async t => {
-  // proofMaxAge 1s accepts iat from now-1s to now+1s: a proof dated 1 s ahead (a client clock a little fast)
-  // stays acceptable for 2 s, so its jti must be remembered that long.
-  const c = await buildApp(t, withDpop({ proofMaxAge: '1s' }))
+  // proofMaxAge 10s accepts iat from now-10s to now+10s: a proof dated 10 s ahead (a client clock a little
+  // fast) stays acceptable for 20 s, so its jti must be remembered that long. The clock is stopped (at a
+  // whole second: the proof is exactly 10 s ahead of it).
+  const clock = fakeClock(t)
+  const c = await buildApp(t, withDpop({ proofMaxAge: '10s' }))
   const key = await newKey('ES256')
-  while (Date.now() % 1000 > 100) await sleep(20)
-  const iat = nowSec() + 1
+  const iat = nowSec() + 10
   const ahead = await craftProof(key, 'POST', LOGIN_URL, { claims: { iat } })
-  await loginAccepted(t, c.app, ahead, 'a proof dated 1 s ahead, within proofMaxAge 1s')
-  await sleep(1300)
-  t.ok(Date.now() - iat * 1000 <= 1000, 'its iat is still within proofMaxAge of now (the proof is still acceptable by its age)')
-  await loginRefused(t, c, ahead, 'the same proof 1.3 s later, its iat still within the window')
+  await loginAccepted(t, c.app, ahead, 'a proof dated 10 s ahead, within proofMaxAge 10s')
+  // Redis keeps the jti by its own clock: 20 s, where a proof dated now would be kept 10 s.
+  const [jtiKey] = (await keysUnder(c.redis, c.prefix)).filter(k => k.startsWith(`${c.prefix}:dpop:`))
+  const pttl = await c.redis.pttl(jtiKey)
+  t.ok(pttl > 10_000 && pttl <= 20_000, `the jti is remembered 20 s (PTTL ${pttl} ms)`)
+  clock.to(iat * 1000 + 3000)
+  await loginRefused(t, c, ahead, 'the same proof 13 s later, its iat still within the window')
   t.equal(await sessionCount(c.redis, c.prefix), 1, 'the replay made no second session')
 })

@@ -6,6 +6,7 @@ import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { buildApp, login, SECRET, type TestApp } from '../helpers/app.js'
 import { readSession, sessionsKey, type StoredSession } from '../helpers/redis.js'
+import { fakeClock } from '../helpers/clock.js'
 import { b64json, craftAccessToken, hashOf, toB64json } from '../helpers/tokens.js'
 
 type Pair = Awaited<ReturnType<typeof login>>
@@ -366,34 +367,40 @@ t.test("clockTolerance '30s'", async t => {
 })
 
 t.test('iat in the future beyond clockTolerance: TOKEN_INVALID (fast-jwt checks iat only with maxAge)', async t => {
-  const now = Math.floor(Date.now() / 1000)
-  await t.test('clockTolerance 0: iat an hour ahead is refused, iat now is accepted', async t => {
+  // A stopped clock at a whole second: iat "now" and "one second ahead" are exact.
+  const clock = fakeClock(t)
+  const now = clock.now() / 1000
+  await t.test('clockTolerance 0: iat a second or an hour ahead is refused, iat now is accepted', async t => {
     const ctx = await setup(t)
     const base = { sub: 'u-alice', sid: ctx.pair.sessionId, roles: ['user'] }
     await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 3600 }, { expiresInSec: 7200 }), 'TOKENGATE_TOKEN_INVALID')
-    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 5 }), 'TOKENGATE_TOKEN_INVALID')
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 1 }), 'TOKENGATE_TOKEN_INVALID')
     const ok = craftAccessToken({ ...base, iat: now })
     t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${ok}` } })).statusCode, 200)
     // A future iat is never refreshed around either: it is invalid, not expired.
     await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 3600 }, { expiresInSec: 7200 }), 'TOKENGATE_TOKEN_INVALID', { 'x-refresh-token': ctx.pair.refreshToken })
   })
-  await t.test("clockTolerance '30s': 10 s ahead accepted, 60 s ahead refused", async t => {
+  await t.test("clockTolerance '30s': 30 s ahead accepted, 31 s ahead refused", async t => {
     const ctx = await setup(t, { clockTolerance: '30s' })
     const base = { sub: 'u-alice', sid: ctx.pair.sessionId, roles: ['user'] }
-    const ahead10 = craftAccessToken({ ...base, iat: now + 10 })
-    t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${ahead10}` } })).statusCode, 200)
-    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 60 }), 'TOKENGATE_TOKEN_INVALID')
+    const ahead30 = craftAccessToken({ ...base, iat: now + 30 })
+    t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${ahead30}` } })).statusCode, 200)
+    await refusedAccess(t, ctx, craftAccessToken({ ...base, iat: now + 31 }), 'TOKENGATE_TOKEN_INVALID')
   })
 })
 
 t.test('a remembered access token stops working at its exp (the verified-token memory never outlives it)', async t => {
-  const ctx = await setup(t, { accessTokenTtl: '1s' })
+  const clock = fakeClock(t)
+  const ctx = await setup(t, { accessTokenTtl: '10m' })
   const token = ctx.pair.accessToken
   const exp = b64json(token.split('.')[1]).exp as number
+  t.equal(exp * 1000 - clock.now(), 600_000, 'logged in at a whole second: exp is 10 minutes on')
   for (let i = 0; i < 3; i++) {
     const res = await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
-    t.equal(res.statusCode, 200, `use ${i + 1} before exp (remembered after the first)`)
+    t.equal(res.statusCode, 200, `use ${i + 1} (remembered after the first)`)
   }
-  await new Promise(resolve => setTimeout(resolve, Math.max(0, exp * 1000 - Date.now()) + 50))
+  clock.to(exp * 1000 - 1)
+  t.equal((await ctx.app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })).statusCode, 200, 'a millisecond before exp: still remembered')
+  clock.to(exp * 1000 + 1)
   await refusedAccess(t, ctx, token, 'TOKENGATE_TOKEN_EXPIRED')
 })

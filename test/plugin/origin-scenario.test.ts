@@ -9,6 +9,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { buildApp, login, sleep, type TestApp } from '../helpers/app.js'
+import { fakeClock } from '../helpers/clock.js'
 import { keysUnder, readSession, sessionsKey, type StoredSession } from '../helpers/redis.js'
 import { b64json, craftAccessToken, hashOf, refreshParts } from '../helpers/tokens.js'
 
@@ -166,13 +167,19 @@ t.test('4.1) access expired, refresh valid: proceeds as the same user and sessio
 })
 
 t.test('4.1) the old refresh token outside a (short) grace window is reuse', async t => {
+  const clock = fakeClock(t)
   const ta = await buildApp(t, { reuseGraceMs: 200 })
   const { app } = ta
   const pair = await login(app)
   const res = await me(app, { authorization: `Bearer ${expiredAccess(pair.sessionId)}`, 'x-refresh-token': pair.refreshToken })
   t.equal(res.statusCode, 200, res.body)
-  t.type(res.headers['x-refresh-token'], 'string')
-  await sleep(400)
+  const successor = res.headers['x-refresh-token']
+  t.type(successor, 'string')
+  clock.tick(199)
+  const inside = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
+  t.equal(inside.statusCode, 200, `199 ms after the rotation: inside the window (${inside.body})`)
+  t.equal(inside.json().refreshToken, successor, 'the same successor')
+  clock.tick(1)
   const late = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: pair.refreshToken } })
   t.equal(late.statusCode, 401, late.body)
   t.equal(late.json().code, 'TOKENGATE_REFRESH_REUSED')
@@ -207,11 +214,12 @@ t.test('4.1 failure) expired access + invalid refresh: 401 TOKENGATE_REFRESH_INV
 })
 
 t.test('4.1 failure) expired access + expired refresh: 401 TOKENGATE_REFRESH_EXPIRED', async t => {
+  const clock = fakeClock(t)
   const ta = await buildApp(t, { refreshTokenTtl: '1s' })
   const { app } = ta
   const pair = await login(app)
   t.equal(pair.refreshExpiresIn, 1)
-  await sleep(1200)
+  clock.tick(1000)
   const before = await stored(ta, pair.sessionId)
   t.ok(before !== undefined, 'record still there (it lives refresh expiry + access TTL)')
   const expired = expiredAccess(pair.sessionId)
@@ -270,12 +278,13 @@ t.test('4.1 failure) expired access + reused refresh: 401 TOKENGATE_REFRESH_REUS
 })
 
 t.test('4.2) access valid, refresh expired: a new refresh token is issued', async t => {
+  const clock = fakeClock(t)
   const ta = await buildApp(t, { accessTokenTtl: '30s', refreshTokenTtl: '1s' })
   const { app, redis, prefix } = ta
   const pair = await login(app)
   t.equal(pair.expiresIn, 30)
   t.equal(pair.refreshExpiresIn, 1)
-  await sleep(1200)
+  clock.tick(1000)
   const hBefore = (await stored(ta, pair.sessionId))?.h
   t.equal(hBefore, hashOf(pair.refreshToken))
 
@@ -290,14 +299,15 @@ t.test('4.2) access valid, refresh expired: a new refresh token is issued', asyn
   t.not(renewed, pair.refreshToken)
   const rp = refreshParts(renewed)
   t.equal(rp.sessionId, pair.sessionId)
-  t.ok(rp.expiresAt > Date.now(), 'the renewed token is not expired')
+  t.equal(rp.expiresAt, clock.now() + 1000, 'the renewed token lives 1 s from now')
   const rec = await stored(ta, pair.sessionId)
   t.equal(rec?.h, hashOf(renewed), 'Redis holds the renewed id')
   t.equal(rec?.p, hBefore)
   t.equal(rec?.re, rp.expiresAt)
   t.equal(await pexpiretime(redis, sessionsKey(prefix, 'u-alice')), rp.expiresAt + 30_000)
 
-  // The renewed token works with POST /auth/refresh (before it expires in turn).
+  // The renewed token works with POST /auth/refresh (a millisecond before it expires in turn).
+  clock.tick(999)
   const r = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: renewed } })
   t.equal(r.statusCode, 200, r.body)
   t.equal(r.json().sessionId, pair.sessionId)

@@ -3,7 +3,8 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { buildApp, login, sleep } from '../helpers/app.js'
+import { buildApp, login } from '../helpers/app.js'
+import { fakeClock, type Clock } from '../helpers/clock.js'
 import { keysUnder, readSession, readSessions, sessionsKey, type StoredSession } from '../helpers/redis.js'
 import { hashOf as refreshHash } from '../helpers/tokens.js'
 
@@ -73,7 +74,7 @@ t.test('a chain of 5 rotations: each one works and moves h on', async t => {
   t.same(await storedIds(redis, prefix), [pair.sessionId], 'still one session')
 })
 
-async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, prefix: string, sleepMs: number): Promise<void> {
+async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, prefix: string, clock: Clock, afterMs: number): Promise<void> {
   const pair = await login(app)
   const other = await login(app) // another session of the same user
   const otherBefore = await stored(redis, prefix, other.sessionId)
@@ -81,7 +82,7 @@ async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, p
   const r1 = await refresh(app, pair.refreshToken)
   t.equal(r1.statusCode, 200, r1.body)
   const latest = r1.json()
-  await sleep(sleepMs)
+  clock.tick(afterMs)
 
   const reused = await refresh(app, pair.refreshToken)
   t.equal(reused.statusCode, 401, reused.body)
@@ -113,14 +114,15 @@ async function checkReuseRevokes (t: Test, app: FastifyInstance, redis: Redis, p
 }
 
 t.test('reuse with reuseGraceMs 0: old refresh token → REUSED, session revoked, others untouched', async t => {
+  const clock = fakeClock(t)
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 0 })
-  // A few ms so the reuse cannot fall in the same millisecond as the rotation.
-  await checkReuseRevokes(t, app, redis, prefix, 5)
+  await checkReuseRevokes(t, app, redis, prefix, clock, 1)
 })
 
 t.test('reuse after a small grace window (200 ms) passed → REUSED, session revoked', async t => {
+  const clock = fakeClock(t)
   const { app, redis, prefix } = await buildApp(t, { reuseGraceMs: 200 })
-  await checkReuseRevokes(t, app, redis, prefix, 350)
+  await checkReuseRevokes(t, app, redis, prefix, clock, 200) // the first millisecond outside the window
 })
 
 t.test('inside the grace window the old token still gets the same successor', async t => {
