@@ -68,6 +68,9 @@ function sameString (a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y)
 }
 
+/** Whether a string holds a control character, a space or DEL (a browser drops tabs and newlines from URLs). */
+const hasControl = (s: string): boolean => { for (let i = 0; i < s.length; i++) { const c = s.charCodeAt(i); if (c <= 0x20 || c === 0x7f) return true } return false }
+
 /**
  * `returnTo` when it is a path on the gateway's own origin, else '/': it starts with one '/' (not '//', not
  * '/\'), printable ASCII only (no tab or newline a browser would drop), and stays so however often it is
@@ -78,8 +81,7 @@ export function safeReturnTo (value: unknown): string {
   if (!/^[\x21-\x7e]+$/.test(value)) return '/'
   let decoded = value
   for (let i = 0; i < 4; i++) {
-    // (Decoded, it must still be printable ASCII: no control character, space or DEL.)
-    if (!/^\/(?![/\\])/.test(decoded) || decoded.includes('\\') || !/^[\x21-\x7e]*$/.test(decoded)) return '/'
+    if (!/^\/(?![/\\])/.test(decoded) || decoded.includes('\\') || hasControl(decoded)) return '/'
     let next: string
     try {
       next = decodeURIComponent(decoded)
@@ -283,6 +285,8 @@ export function registerOidc (app: FastifyInstance, deps: OidcDeps): void {
 
   app.register(async (scope) => {
     scope.get(OIDC_LOGIN, {
+      // No HEAD twin: a HEAD would start or finish a sign-in as the GET does.
+      exposeHeadRoute: false,
       schema: {
         summary: 'Single sign-on: a redirect to the OpenID provider (authorization code flow with PKCE)',
         tags: ['oidc'],
@@ -309,6 +313,8 @@ export function registerOidc (app: FastifyInstance, deps: OidcDeps): void {
     })
 
     scope.get(OIDC_CALLBACK, {
+      // No HEAD twin: a HEAD would start or finish a sign-in as the GET does.
+      exposeHeadRoute: false,
       schema: {
         summary: 'Single sign-on: the provider\'s answer; a session (tg_* cookies) and a redirect to returnTo',
         tags: ['oidc'],

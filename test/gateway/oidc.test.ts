@@ -5,11 +5,13 @@
 // or foreign state, a wrong nonce, a provider error, open redirects, and logout tokens that are forged,
 // replayed, for another audience or issuer, with a nonce, without the event, without sid and sub.
 import { randomUUID } from 'node:crypto'
+import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { SignJWT, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import t, { type Test } from 'tap'
+import { WebSocket, WebSocketServer } from 'ws'
 import { buildGateway } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
 import { Jar, go, rolesOf, signInAtProvider, signOutAtProvider, startProvider } from '../helpers/oidc-provider.js'
@@ -24,9 +26,26 @@ const url = await redisUrl()
 const redis = new Redis(url)
 const prefix = uniquePrefix('oidc')
 const upstream = await startEchoUpstream()
+// A WebSocket echo upstream: a session's sockets close when the provider logs it out.
+const wsServer = http.createServer()
+const wss = new WebSocketServer({ server: wsServer })
+wss.on('connection', ws => { ws.on('message', data => ws.send(data)) })
+await new Promise<void>(resolve => wsServer.listen(0, '127.0.0.1', resolve))
+const wsUpstream = `http://127.0.0.1:${(wsServer.address() as AddressInfo).port}`
 const port = await freePort()
 const publicUrl = `http://127.0.0.1:${port}`
+// A third gateway, without Redis (state, jti and sid memory in its process), is a client of its own.
+const memoryPort = await freePort()
+const memoryUrl = `http://127.0.0.1:${memoryPort}`
 const op = await startProvider([{
+  client_id: 'memory-gateway',
+  client_secret: CLIENT_SECRET,
+  redirect_uris: [`${memoryUrl}/auth/oidc/callback`],
+  backchannel_logout_uri: `${memoryUrl}/auth/oidc/backchannel-logout`,
+  backchannel_logout_session_required: true,
+  grant_types: ['authorization_code'],
+  response_types: ['code']
+}, {
   client_id: CLIENT_ID,
   client_secret: CLIENT_SECRET,
   redirect_uris: [`${publicUrl}/auth/oidc/callback`],
@@ -44,7 +63,8 @@ const config = {
   login: { oidc: { issuer: op.issuer, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, rolesClaim: 'realm_access.roles', publicUrl } },
   routes: [
     { prefix: '/api', upstream: upstream.url, auth: 'required' },
-    { prefix: '/admin', upstream: upstream.url, auth: 'required', roles: ['admin'] }
+    { prefix: '/admin', upstream: upstream.url, auth: 'required', roles: ['admin'] },
+    { prefix: '/ws', upstream: wsUpstream, auth: 'required', websocket: true }
   ],
   logLevel: 'silent'
 }
@@ -57,12 +77,23 @@ async function instance (listenPort: number): Promise<{ app: FastifyInstance, ba
 // A: the public URL's instance (the provider's redirects and back-channel calls reach it); B: a second one.
 const A = await instance(port)
 const B = await instance(0)
+const M = buildGateway({
+  ...config,
+  redis: undefined,
+  login: { oidc: { ...config.login.oidc, clientId: 'memory-gateway', publicUrl: memoryUrl } }
+}, { logger: false })
+await M.listen({ port: memoryPort, host: '127.0.0.1' })
 
 t.teardown(async () => {
   await A.app.close()
   await B.app.close()
+  await M.close()
   await op.close()
   await upstream.close()
+  for (const ws of wss.clients) ws.terminate()
+  await new Promise<void>(resolve => wss.close(() => resolve()))
+  wsServer.closeAllConnections()
+  await new Promise<void>(resolve => wsServer.close(() => resolve()))
   await deletePrefix(redis, prefix)
   redis.disconnect()
 })
@@ -93,7 +124,8 @@ async function finish (jar: Jar, callback: URL, at = A.base): Promise<Response> 
 /** A whole sign-in as `account`: started on `from`, finished on `to`; the callback's answer. */
 async function signIn (jar: Jar, account: string, opts: { returnTo?: string, from?: string, to?: string } = {}): Promise<Response> {
   const authorization = await start(jar, opts.returnTo, opts.from)
-  return await finish(jar, await signInAtProvider(jar, authorization.href, account, publicUrl), opts.to)
+  const redirectTo = new URL(authorization.searchParams.get('redirect_uri')!).origin
+  return await finish(jar, await signInAtProvider(jar, authorization.href, account, redirectTo), opts.to)
 }
 
 /** GET <base>/api/hello with the jar's cookies: the status, and who the upstream saw. */
@@ -173,6 +205,15 @@ t.test('sign in through the provider\'s login and consent pages, finished on a s
   t.ok(stored?.os, 'the session record holds the provider\'s session id')
   t.ok((await keysUnder(redis, `${prefix}:oidc:sid`)).length > 0, 'and the provider-session index has it')
 
+  // A WebSocket of the session, through the second instance.
+  const wsUrl = new URL(`${B.base}/ws/chat`)
+  const socket = new WebSocket(wsUrl.href.replace(/^http/, 'ws'), { headers: { cookie: jar.header(wsUrl) } })
+  const closed = new Promise<{ code: number, reason: string }>(resolve => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  await new Promise<void>((resolve, reject) => { socket.once('open', () => resolve()); socket.once('error', reject) })
+  const echoed = new Promise<string>(resolve => socket.once('message', data => resolve(data.toString())))
+  socket.send('hello')
+  t.equal(await echoed, 'hello', 'a WebSocket of the session is open through instance B')
+
   const deadOnA = revokedOn(A.app, sid)
   const deadOnB = revokedOn(B.app, sid)
   const before = op.backchannel.length
@@ -184,6 +225,7 @@ t.test('sign in through the provider\'s login and consent pages, finished on a s
   await deadOnB
   t.equal((await api(jar, A.base)).status, 401, 'instance A: the session is dead')
   t.equal((await api(jar, B.base)).status, 401, 'instance B: dead too')
+  t.same(await closed, { code: 1008, reason: 'session revoked' }, 'and its WebSocket is closed: 1008 session revoked')
   t.equal(await readSession(redis, prefix, 'alice', sid), undefined, 'its record is gone from Redis')
 })
 
@@ -364,4 +406,30 @@ t.test('a logout token with sid ends that provider session\'s sessions only; one
     t.equal((await api(jar, A.base)).status, 401, `the ${name} browser's session is dead on A`)
     t.equal((await api(jar, B.base)).status, 401, 'and on B')
   }
+})
+
+t.test('without Redis: the same flow, single-use state, sign-out at the provider and jti memory in the process', async t => {
+  const jar = new Jar()
+  const authorization = await start(jar, '/api/m', memoryUrl)
+  const callback = await signInAtProvider(jar, authorization.href, 'judy', memoryUrl)
+  const replay = jar.clone()
+  const res = await finish(jar, callback, memoryUrl)
+  t.equal(res.status, 303, 'signed in')
+  t.equal(res.headers.get('location'), '/api/m')
+  t.same(await api(jar, memoryUrl), { status: 200, user: 'judy', roles: 'user', code: undefined }, 'the upstream sees judy')
+  await expectOidcFailed(t, await finish(replay, callback, memoryUrl), 'the callback replayed')
+
+  const before = op.backchannel.length
+  await signOutAtProvider(jar, op.issuer)
+  t.match(op.backchannel.slice(before), [{ clientId: 'memory-gateway', sub: 'judy' }], 'the provider called this gateway')
+  t.equal(op.backchannel.slice(before).find(b => b.error !== undefined), undefined, 'which answered 200')
+  t.equal((await api(jar, memoryUrl)).status, 401, 'the session is dead')
+
+  const second = new Jar()
+  t.equal((await signIn(second, 'judy', { from: memoryUrl, to: memoryUrl })).status, 303, 'signed in again')
+  const token = await new SignJWT({ iss: op.issuer, aud: 'memory-gateway', iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { [EVENT]: {} }, sub: 'judy' })
+    .setProtectedHeader({ alg: 'RS256', kid: op.signingKey.kid }).sign(await importJWK(op.signingKey, 'RS256'))
+  t.equal((await backchannel(token, memoryUrl)).status, 200, 'a logout token for judy: 200')
+  t.equal((await api(second, memoryUrl)).status, 401, 'her session is dead')
+  t.equal((await backchannel(token, memoryUrl)).status, 400, 'the same token again: 400')
 })
