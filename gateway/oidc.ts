@@ -31,6 +31,8 @@ const FLOW_TTL_MS = 10 * 60_000
 /** Sign-ins under way at once in one browser (tabs): the oldest is dropped beyond it. */
 const MAX_FLOWS = 4
 const MAX_RETURN_TO = 2048
+/** The flow cookie's value at most (a browser keeps 4096 bytes for name, value and attributes). */
+const MAX_COOKIE = 3800
 const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout'
 /** A logout token older than this (by its iat) is refused: its jti is remembered at least that long. */
 const LOGOUT_TOKEN_MAX_AGE_MS = 10 * 60_000
@@ -251,7 +253,7 @@ export function registerOidc (app: FastifyInstance, deps: OidcDeps): void {
   /** The flows of the request's flow cookie still under way ([] when none, expired or not ours). */
   async function readFlows (request: FastifyRequest): Promise<Flow[]> {
     const raw = request.cookies?.[FLOW_COOKIE]
-    if (typeof raw !== 'string' || raw === '' || raw.length > 4096) return []
+    if (typeof raw !== 'string' || raw === '' || raw.length > MAX_COOKIE) return []
     try {
       const { payload } = await jwtDecrypt(raw, key(), { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] })
       const flows = (payload as { f?: unknown }).f
@@ -270,12 +272,19 @@ export function registerOidc (app: FastifyInstance, deps: OidcDeps): void {
       reply.clearCookie(FLOW_COOKIE, base)
       return
     }
-    const until = Math.max(...flows.map(f => f.e))
-    const value = await new EncryptJWT({ f: flows })
-      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
-      .setExpirationTime(Math.ceil(until / 1000))
-      .encrypt(key())
-    reply.setCookie(FLOW_COOKIE, value, { ...base, maxAge: Math.max(1, Math.ceil((until - Date.now()) / 1000)) })
+    // A browser keeps a cookie of up to 4096 bytes: the oldest flows go until it fits (long returnTo paths).
+    for (let keep = flows.length; keep > 0; keep--) {
+      const kept = flows.slice(-keep)
+      const until = Math.max(...kept.map(f => f.e))
+      const value = await new EncryptJWT({ f: kept })
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+        .setExpirationTime(Math.ceil(until / 1000))
+        .encrypt(key())
+      if (value.length <= MAX_COOKIE || keep === 1) {
+        reply.setCookie(FLOW_COOKIE, value, { ...base, maxAge: Math.max(1, Math.ceil((until - Date.now()) / 1000)) })
+        return
+      }
+    }
   }
 
   const fail = (reason: string): Error => {

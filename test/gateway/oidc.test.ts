@@ -15,7 +15,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { buildGateway } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
 import { Jar, go, rolesOf, signInAtProvider, signOutAtProvider, startProvider } from '../helpers/oidc-provider.js'
-import { deletePrefix, freePort, keysUnder, readSession, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import { deletePrefix, freePort, keysUnder, readSession, redisUrl, startOwnRedis, uniquePrefix } from '../helpers/redis.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 
 const CLIENT_ID = 'tokengate-gateway'
@@ -432,4 +432,45 @@ t.test('without Redis: the same flow, single-use state, sign-out at the provider
   t.equal((await backchannel(token, memoryUrl)).status, 200, 'a logout token for judy: 200')
   t.equal((await api(second, memoryUrl)).status, 401, 'her session is dead')
   t.equal((await backchannel(token, memoryUrl)).status, 400, 'the same token again: 400')
+})
+
+t.test('sign-ins in several tabs at once each finish; long returnTo paths keep the flow cookie under 4 KB', async t => {
+  const jar = new Jar()
+  const one = await start(jar, '/one')
+  const two = await start(jar, '/two')
+  const cbTwo = await signInAtProvider(jar, two.href, 'kate', publicUrl)
+  const cbOne = await signInAtProvider(jar, one.href, 'kate', publicUrl)
+  t.equal((await finish(jar, cbOne)).headers.get('location'), '/one', 'the first tab\'s sign-in finishes')
+  t.equal((await finish(jar, cbTwo)).headers.get('location'), '/two', 'and the second\'s')
+
+  const long = `/${'a'.repeat(1500)}`
+  let last: URL | undefined
+  for (let i = 0; i < 5; i++) last = await start(jar, `${long}${i}`)
+  const cookie = jar.get('tg_oidc')
+  t.ok(cookie !== undefined && cookie.value.length <= 3800, `the flow cookie stays within what a browser keeps (${cookie?.value.length} bytes)`)
+  const res = await finish(jar, await signInAtProvider(jar, last!.href, 'kate', publicUrl))
+  t.equal(res.headers.get('location'), `${long}4`, 'the latest sign-in finishes')
+})
+
+t.test('Redis down: a valid logout token is 503, and the same token once Redis is back is 200', async t => {
+  const own = await startOwnRedis()
+  t.teardown(async () => { await own.stop() })
+  const gw = buildGateway({ ...config, redis: { url: own.url }, tokens: { ...config.tokens, storeTimeoutMs: 300 }, login: { oidc: { ...config.login.oidc, clientId: 'redis-down' } } }, { logger: false })
+  t.teardown(async () => { await gw.close() })
+  await gw.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(gw.server.address() as AddressInfo).port}`
+  const token = await new SignJWT({ iss: op.issuer, aud: 'redis-down', iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { [EVENT]: {} }, sub: 'nobody' })
+    .setProtectedHeader({ alg: 'RS256', kid: op.signingKey.kid }).sign(await importJWK(op.signingKey, 'RS256'))
+  t.equal((await backchannel(await logoutToken({ sub: 'nobody', aud: 'redis-down' }), base)).status, 200, 'control: Redis up, 200')
+  await own.kill()
+  const down = await fetch(`${base}/auth/oidc/backchannel-logout`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ logout_token: token }) })
+  t.equal(down.status, 503, 'Redis down: 503')
+  t.equal((await down.json() as { code: string }).code, 'TOKENGATE_STORE_UNAVAILABLE')
+  await own.start()
+  let again = 0
+  for (let i = 0; i < 50 && again !== 200; i++) {
+    again = (await backchannel(token, base)).status
+    if (again !== 200) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.equal(again, 200, 'the provider sends it again once Redis is back: 200 (the jti was not spent)')
 })
