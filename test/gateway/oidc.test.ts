@@ -34,12 +34,13 @@ await new Promise<void>(resolve => wsServer.listen(0, '127.0.0.1', resolve))
 const wsUpstream = `http://127.0.0.1:${(wsServer.address() as AddressInfo).port}`
 const port = await freePort()
 const publicUrl = `http://127.0.0.1:${port}`
-// A third gateway, without Redis (state, jti and sid memory in its process), is a client of its own.
+// A third gateway, without Redis (state, jti and sid memory in its process), is a client of its own: a public
+// one (no secret; PKCE alone binds the code to it).
 const memoryPort = await freePort()
 const memoryUrl = `http://127.0.0.1:${memoryPort}`
 const op = await startProvider([{
   client_id: 'memory-gateway',
-  client_secret: CLIENT_SECRET,
+  token_endpoint_auth_method: 'none',
   redirect_uris: [`${memoryUrl}/auth/oidc/callback`],
   backchannel_logout_uri: `${memoryUrl}/auth/oidc/backchannel-logout`,
   backchannel_logout_session_required: true,
@@ -80,7 +81,7 @@ const B = await instance(0)
 const M = buildGateway({
   ...config,
   redis: undefined,
-  login: { oidc: { ...config.login.oidc, clientId: 'memory-gateway', publicUrl: memoryUrl } }
+  login: { oidc: { ...config.login.oidc, clientId: 'memory-gateway', clientSecret: undefined, publicUrl: memoryUrl } }
 }, { logger: false })
 await M.listen({ port: memoryPort, host: '127.0.0.1' })
 
@@ -408,7 +409,7 @@ t.test('a logout token with sid ends that provider session\'s sessions only; one
   }
 })
 
-t.test('without Redis: the same flow, single-use state, sign-out at the provider and jti memory in the process', async t => {
+t.test('without Redis, a public client: the same flow, single-use state, sign-out at the provider and jti memory in the process', async t => {
   const jar = new Jar()
   const authorization = await start(jar, '/api/m', memoryUrl)
   const callback = await signInAtProvider(jar, authorization.href, 'judy', memoryUrl)
