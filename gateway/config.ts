@@ -8,6 +8,7 @@ import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
 import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
 import { ConfigError } from './config-error.js'
+import { checkOidcConfig } from './oidc-config.js'
 import { checkRedisConfig } from './redis.js'
 
 // The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
@@ -43,6 +44,16 @@ const Route = Type.Object({
   websocket: Type.Boolean({ default: false })
 }, { additionalProperties: false })
 
+// Single sign-on through an OpenID Provider (login.oidc); checked further in checkOidcConfig.
+const Oidc = Type.Object({
+  issuer: HttpUrl,
+  clientId: Type.String({ minLength: 1 }),
+  clientSecret: Type.Optional(Type.String({ minLength: 1 })),
+  scopes: Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$' }), { default: ['openid', 'profile', 'email'], minItems: 1, uniqueItems: true }),
+  rolesClaim: Type.Optional(Type.String({ minLength: 1 })),
+  publicUrl: HttpUrl
+}, { additionalProperties: false })
+
 const Limit = (max: number, window: string) => Type.Object({
   max: Type.Integer({ minimum: 1, default: max }),
   window: Duration(window)
@@ -67,6 +78,7 @@ export const ConfigSchema = Type.Object({
   login: Type.Object({
     upstream: Type.Optional(HttpUrl),
     usersFile: Type.Optional(Type.String({ minLength: 1 })),
+    oidc: Type.Optional(Oidc),
     timeout: Duration('5s')
   }, { additionalProperties: false }),
   routes: Type.Array(Route, { default: [] }),
@@ -199,9 +211,13 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
   const config = withDefaults as GatewayConfig
 
   if (config.redis !== undefined) checkRedisConfig(config.redis)
-  if ((config.login.upstream === undefined) === (config.login.usersFile === undefined)) {
+  if (config.login.upstream !== undefined && config.login.usersFile !== undefined) {
     throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile"')
   }
+  if (config.login.upstream === undefined && config.login.usersFile === undefined && config.login.oidc === undefined) {
+    throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile", or "oidc" (single sign-on), or "oidc" with one of them')
+  }
+  if (config.login.oidc !== undefined) checkOidcConfig(config.login.oidc, config.tokens.transport)
   if (config.login.usersFile !== undefined) config.login.usersFile = path.resolve(baseDir, config.login.usersFile)
   if (config.tokens.secret === undefined && config.tokens.keys === undefined) throw new ConfigError('tokens.secret', 'is required (or tokens.keys)')
   for (const [i, k] of (config.tokens.keys ?? []).entries()) {

@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { FastifyInstance } from 'fastify'
+import type { GatewayConfig } from './config.js'
 import { hashPasswordCommand, keygen } from './cli.js'
 import { version } from './version.js'
 // The gateway itself (Fastify, ioredis, the plugin) is imported when it starts: the other commands and a
@@ -50,15 +51,15 @@ export function configPath (args: string[], env: NodeJS.ProcessEnv): string {
 
 /**
  * Loads the config, builds the gateway and listens; REDIS_URL fills in redis.url when the config has none.
- * `setup` may add routes before it listens (the demo's page).
+ * `setup` may add routes before it listens (the demo's page), knowing the config.
  */
-export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env, setup?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
+export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env, setup?: (app: FastifyInstance, config: GatewayConfig) => void): Promise<FastifyInstance> {
   const file = configPath(args, env)
   const [{ loadConfigFile }, { buildGateway }, { default: closeWithGrace }] = await Promise.all([import('./config.js'), import('./index.js'), import('close-with-grace')])
   const config = loadConfigFile(file, env)
   if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }
   const app = buildGateway(config, { baseDir: config.baseDir, env })
-  setup?.(app)
+  setup?.(app, config)
   await app.listen({ host: config.listen.host, port: config.listen.port })
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'gateway: stopping after an error')

@@ -19,6 +19,7 @@ export const SessionNotFoundError = createError('TOKENGATE_SESSION_NOT_FOUND', '
 export const RateLimitedError = createError('TOKENGATE_RATE_LIMITED', 'Too many requests, retry later', 429, Error, false)
 export const StoreUnavailableError = createError('TOKENGATE_STORE_UNAVAILABLE', 'The session store is unavailable', 503, Error, false)
 export const UpstreamUnavailableError = createError('TOKENGATE_UPSTREAM_UNAVAILABLE', 'The upstream service is unavailable', 502, Error, false)
+export const OidcFailedError = createError('TOKENGATE_OIDC_FAILED', 'Single sign-on failed: %s', 401, Error, false)
 export const UpstreamTimeoutError = createError('TOKENGATE_UPSTREAM_TIMEOUT', 'The upstream service did not answer in time', 504, Error, false)
 
 export type TokengateError = FastifyError & { code: string, statusCode: number }

@@ -1,8 +1,10 @@
 // tokengate: JWT access tokens, rotating refresh sessions in Redis, the refresh hook and logout.
 // fp(): options → tokens, store, revocation feed → hook, routes, decorators.
+import { createHmac } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
+import { kBridge } from './bridge.js'
 import { Dpop } from './dpop.js'
 import { authenticate, checkPolicy, closedRoute, kAuthError, kDpopAlgs, kDpopScheme, routePolicy, type RouteAuthConfig } from './guards.js'
 import { buildHook } from './hook.js'
@@ -15,7 +17,7 @@ import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './ses
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
 import { redisAddress } from './store/redis-address.js'
 import { Tokens } from './tokens.js'
-import { kByCookie, transport } from './transport.js'
+import { kByCookie, requestMeta, transport } from './transport.js'
 
 export interface TokengateApi {
   /** Starts a session for a user and returns its first token pair. */
@@ -129,6 +131,16 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     onRevokedBefore: (listener) => revocations.onEpoch(listener)
   }
   app.decorate('tokengate', api)
+  app.decorate(kBridge, {
+    startCookieSession: async (request, reply, user, providerSessionId) => {
+      const pair = await sessions.issue(user, requestMeta(request), undefined, providerSessionId)
+      tokenTransport.setCookies(reply, pair, pair.refreshExpiresIn, pair.sessionId)
+      return pair
+    },
+    revokeSession: async (userId, sessionId, reason) => await sessions.revokeSession(userId, sessionId, { reason }),
+    revokeAll: async (userId, reason) => await sessions.revokeAll(userId, { reason }),
+    keyFor: (label) => createHmac('sha256', tokens.secretMaterial).update(label).digest()
+  })
   app.decorate('authenticate', authenticate as onRequestHookHandler)
 
   // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A

@@ -131,8 +131,11 @@ export class Sessions {
     }
   }
 
-  /** Starts a session; `jkt` binds it to the DPoP key a proof of the login request showed. */
-  async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair> {
+  /**
+   * Starts a session; `jkt` binds it to the DPoP key a proof of the login request showed; `providerSessionId`
+   * is the OpenID provider's session (`sid`) it was started from (gateway single sign-on).
+   */
+  async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string, providerSessionId?: string): Promise<TokenPair> {
     if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
       throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
     }
@@ -155,7 +158,8 @@ export class Sessions {
       userAgent: meta.userAgent?.slice(0, MAX_USER_AGENT),
       roles,
       claims,
-      ...(jkt !== undefined ? { jkt } : {})
+      ...(jkt !== undefined ? { jkt } : {}),
+      ...(providerSessionId !== undefined ? { providerSessionId } : {})
     }, this.times(now, user.sub), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
