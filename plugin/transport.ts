@@ -28,9 +28,17 @@ export const corsHeaders = Object.freeze({
 /** Whether the request's tokens came by cookie (answers then go by cookie). */
 export const kByCookie = Symbol('tokengate.byCookie')
 
+/**
+ * The request another proxy asks about (forward authentication): its method and its URL as the client
+ * addressed it (absolute). Set by the hook on routes marked for it; the CSRF and DPoP checks read it.
+ */
+export interface ForwardedRequest { method: string, url: string }
+export const kForwarded = Symbol('tokengate.forwarded')
+
 declare module 'fastify' {
   interface FastifyRequest {
     [kByCookie]: boolean
+    [kForwarded]: ForwardedRequest | null
   }
 }
 
@@ -48,7 +56,7 @@ export interface Transport {
   /** The tokens a request carries: headers first (unless transport is ['cookie'] alone), then (cookie transport) the cookies. */
   read: (request: FastifyRequest) => PresentedTokens
   /**
-   * Whether a cookie-authenticated unsafe request carries x-csrf-token equal to the tg_csrf cookie and to the
+   * Whether a cookie-authenticated unsafe request (by its forwarded method, on a forward-authentication route) carries x-csrf-token equal to the tg_csrf cookie and to the
    * CSRF token of `sessionId` (a MAC of it): another session's token, or a planted one, does not pass.
    */
   csrfOk: (request: FastifyRequest, sessionId: string) => boolean
@@ -154,7 +162,8 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: 
     },
 
     csrfOk (request, sessionId) {
-      if (!UNSAFE.has(request.method)) return true
+      // On a forward-authentication route, the method of the request it asks about.
+      if (!UNSAFE.has(request[kForwarded]?.method ?? request.method)) return true
       const header = request.headers[CSRF_HEADER]
       const cookie = cookieJar(request)?.[CSRF_COOKIE]
       return typeof header === 'string' && typeof cookie === 'string' && cookie !== '' && sameString(header, cookie) && tokens.csrfValid(sessionId, header)
