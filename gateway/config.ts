@@ -76,7 +76,11 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false }),
   routes: Type.Array(Route, { default: [] }),
   // Forward authentication for nginx auth_request, Caddy forward_auth, Traefik ForwardAuth (see forward-auth.ts).
-  forwardAuth: Type.Optional(Type.Object({ path: Type.String({ pattern: '^/[^\\s?#]*$', default: '/auth/verify' }) }, { additionalProperties: false })),
+  forwardAuth: Type.Optional(Type.Object({
+    path: Type.String({ pattern: '^/[^\\s?#]*$', default: '/auth/verify' }),
+    // false: no renewal there, for a proxy that cannot hand new tokens back to the client.
+    refresh: Type.Boolean({ default: true })
+  }, { additionalProperties: false })),
   rateLimit: Type.Object({
     failedLogins: Limit(10, '15m'),
     // Per account, from any IP: an attacker rotating addresses gets no more guesses than this.

@@ -120,8 +120,12 @@ function readOriginal (request: FastifyRequest, routes: readonly RouteConfig[]):
   return { method, uri, path, route, consulted: false }
 }
 
-/** `{ path }`: where; `routes`: the route table; `asserts`: the assertion of each route that has one. */
-export function registerForwardAuth (app: FastifyInstance, path: string, routes: readonly RouteConfig[], asserts: ReadonlyMap<RouteConfig, Assert>): void {
+/**
+ * `options`: the config's forwardAuth (where; whether the refresh hook renews there); `routes`: the route table;
+ * `asserts`: the assertion of each route that has one.
+ */
+export function registerForwardAuth (app: FastifyInstance, options: { path: string, refresh: boolean }, routes: readonly RouteConfig[], asserts: ReadonlyMap<RouteConfig, Assert>): void {
+  const path = options.path
   app.decorateRequest(kOriginal, null)
   // Each route's policy, as the plugin's route guard applies it on the proxied route.
   const guards = new Map<RouteConfig, ReturnType<typeof authPolicy>>()
@@ -149,7 +153,7 @@ export function registerForwardAuth (app: FastifyInstance, path: string, routes:
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => { done(null, undefined) })
     scope.all(path, {
-      config: { tokengate: { forwarded } },
+      config: { tokengate: { forwarded, refresh: options.refresh } },
       schema: { hide: true }
     }, async (request, reply) => {
       // Never cached by anyone: the answer is about one client's tokens (and may carry new ones).

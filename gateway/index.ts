@@ -259,7 +259,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   for (const route of config.routes) {
     if (route.upstream !== undefined) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets, asserts.get(route)) })
   }
-  if (config.forwardAuth !== undefined) registerForwardAuth(app, config.forwardAuth.path, config.routes, asserts)
+  if (config.forwardAuth !== undefined) registerForwardAuth(app, config.forwardAuth, config.routes, asserts)
 
   return app
 }

@@ -27,7 +27,11 @@ declare module 'fastify' {
  * none to authenticate; the request is then left anonymous).
  */
 export type RouteMark = 'login' | 'refresh' | ForwardMark
-export interface ForwardMark { forwarded: (request: FastifyRequest) => ForwardedRequest | null }
+export interface ForwardMark {
+  forwarded: (request: FastifyRequest) => ForwardedRequest | null
+  /** false: the refresh hook does not renew here (for a proxy that cannot hand new tokens back to the client). */
+  refresh?: boolean
+}
 
 /** `forwardPaths`: the paths of routes with a ForwardMark (filled as they are registered), where the mark is read. */
 export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport: Transport, dpop: Dpop | undefined, forwardPaths: readonly string[]) {
@@ -164,7 +168,9 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
     return false
   }
   return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    const { access, refresh, byCookie, dpop: dpopScheme } = transport.read(request)
+    const presented = transport.read(request)
+    const { access, byCookie, dpop: dpopScheme } = presented
+    let refresh = presented.refresh
     if (access === undefined && refresh === undefined) { done(); return }
     if (dpopScheme) request[kDpopScheme] = true
     if (byCookie) request[kByCookie] = true
@@ -174,6 +180,10 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
       const forwarded = mark.forwarded(request)
       if (forwarded === null) { done(); return }
       request[kForwarded] = forwarded
+      if (mark.refresh === false) {
+        refresh = undefined
+        if (access === undefined) { done(); return }
+      }
     } else if (mark !== undefined) {
       onMarkedRoute(request, access, done)
       return

@@ -8,7 +8,9 @@
 import t, { type Test } from 'tap'
 import { assertRefused, jktOf, newKey, proof } from '../helpers/dpop.js'
 import { GATEWAY_USERS, postJson, rawRequest, startGateway, type RawResponse, type TestGateway } from '../helpers/gateway.js'
+import { Redis } from 'ioredis'
 import { parseConfig, ConfigError } from '../../gateway/index.js'
+import { readSessions, redisUrl } from '../helpers/redis.js'
 
 const ROUTES = [
   { prefix: '/api', auth: 'required' },
@@ -126,6 +128,29 @@ t.test('the refresh hook renews through forward authentication: the 200 carries 
   const next = await verify(gw, 'GET', '/api/orders', { authorization: `Bearer ${access}` })
   t.equal(next.status, 200, 'the new access token works')
   t.equal(next.headers['x-access-token'], undefined, 'a valid access token gets no new one')
+})
+
+t.test('forwardAuth.refresh: false: no renewal there (for a proxy that cannot hand tokens back)', async t => {
+  const gw = await gateway(t, { forwardAuth: { refresh: false } })
+  const alice = await login(gw)
+  const redis = new Redis(await redisUrl())
+  t.teardown(() => { redis.disconnect() })
+  const stored = async (): Promise<string | undefined> => (await readSessions(redis, gw.prefix, 'alice'))?.[alice.sessionId]?.h
+  const before = await stored()
+  t.type(before, 'string', 'the session is stored')
+  const only = await verify(gw, 'GET', '/api/x', { 'x-refresh-token': alice.refreshToken })
+  t.equal(only.status, 401, 'only the refresh token: 401, nothing renewed')
+  t.equal(code(only), 'TOKENGATE_TOKEN_MISSING')
+  t.equal(only.headers['x-access-token'], undefined)
+  const both = await verify(gw, 'GET', '/api/x', { ...bearer(alice), 'x-refresh-token': alice.refreshToken })
+  t.equal(both.status, 200, 'control: the access token still authenticates')
+  t.equal(both.headers['x-refresh-token'], undefined)
+  t.equal(await stored(), before, 'the session\'s refresh token was not rotated behind the client\'s back')
+  const renewing = await gateway(t)
+  const bob = await login(renewing, 'bob')
+  const bobBefore = (await readSessions(redis, renewing.prefix, 'bob'))?.[bob.sessionId]?.h
+  t.equal((await verify(renewing, 'GET', '/api/x', { 'x-refresh-token': bob.refreshToken })).status, 200, 'control: by default it renews')
+  t.not((await readSessions(redis, renewing.prefix, 'bob'))?.[bob.sessionId]?.h, bobBefore, 'control: and the stored refresh token moved')
 })
 
 t.test('cookie transport: renewed cookies on the 200, and CSRF by the original method', async t => {
