@@ -81,6 +81,7 @@ for (const alg of ['EdDSA', 'ES256', 'RS256'] as const) {
     t.same(payload.roles, ['user', 'billing'], 'roles (not the user\'s forged roles claim)')
     t.equal(payload.email, 'carol@example.com', 'the user\'s claims')
     t.equal(payload.tenant, 'acme')
+    t.equal(payload.auth_time, decodeJwt(pair.accessToken).auth_time, 'auth_time: the access token\'s')
     t.ok(payload.iat! >= before && payload.iat! <= Math.floor(Date.now() / 1000), 'iat: now')
     t.ok(payload.exp! > payload.iat! && payload.exp! - payload.iat! <= 60, `exp ≤ 60 s after iat (${payload.exp! - payload.iat!} s)`)
     t.ok(payload.exp! <= decodeJwt(pair.accessToken).exp!, 'and never after the access token\'s exp')

@@ -182,7 +182,7 @@ t.test('through nginx, attackers: a forged original, a traversing path, spoofed 
   t.equal(forged.status, 403, 'a client\'s own X-Forwarded-Uri / X-Original-URI naming /pub/x: still /admin/x\'s policy')
   for (const path of ['/pub/../admin/x', '/pub/%2e%2e/admin/x', '/pub//../admin/x']) {
     const res = await at(s, path, alice)
-    t.not(res.status, 200, `${path}: never passes (${res.status})`)
+    t.equal(res.status, 500, `${path}: never passes (the gateway's 400 is nginx's 500)`)
   }
   t.equal(s.seen.length, before, 'none of them reached the app')
 

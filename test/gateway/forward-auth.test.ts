@@ -248,6 +248,7 @@ t.test('attacker: the original request cannot be forged into another route\'s po
   const mixed = await rawRequest(gw.port, { path: '/auth/verify', headers: { ...bearer(alice), 'x-original-method': 'GET', 'x-original-uri': '/admin/x', 'x-forwarded-uri': '/pub/x', 'x-forwarded-method': 'GET' } })
   t.equal(mixed.status, 400, 'both pairs (the client added X-Forwarded-Uri: /pub/x): 400, never /pub\'s policy')
   t.equal(code(mixed), 'TOKENGATE_BAD_REQUEST')
+  t.equal(mixed.headers['cache-control'], 'no-store', 'a 400 is no-store too')
   const half = await rawRequest(gw.port, { path: '/auth/verify', headers: { ...bearer(alice), 'x-original-method': 'GET', 'x-original-uri': '/admin/x', 'x-forwarded-uri': '/pub/x' } })
   t.equal(half.status, 400, 'one header of the other pair: 400 too')
   for (const [name, headers] of [
