@@ -77,7 +77,7 @@ export const ConfigSchema = Type.Object({
   routes: Type.Array(Route, { default: [] }),
   // Forward authentication for nginx auth_request, Caddy forward_auth, Traefik ForwardAuth (see forward-auth.ts).
   forwardAuth: Type.Optional(Type.Object({
-    path: Type.String({ pattern: '^/[^\\s?#]*$', default: '/auth/verify' }),
+    path: Type.String({ pattern: '^/[A-Za-z0-9._~/-]*$', default: '/auth/verify' }),
     // false: no renewal there, for a proxy that cannot hand new tokens back to the client.
     refresh: Type.Boolean({ default: true })
   }, { additionalProperties: false })),

@@ -167,6 +167,10 @@ t.test('cookie transport: renewed cookies on the 200, and CSRF by the original m
   t.equal(code(post), 'TOKENGATE_CSRF')
   const wrong = await verify(gw, 'POST', '/api/x', { cookie, 'x-csrf-token': 'forged' })
   t.equal(code(wrong), 'TOKENGATE_CSRF', 'a wrong x-csrf-token: 403')
+  for (const method of ['PUT', 'PATCH', 'DELETE', 'PROPPATCH', 'MKCOL', 'LOCK']) {
+    t.equal(code(await verify(gw, method, '/api/x', { cookie })), 'TOKENGATE_CSRF', `an original ${method} by cookie without x-csrf-token: 403`)
+  }
+  for (const method of ['HEAD', 'OPTIONS']) t.equal((await verify(gw, method, '/api/x', { cookie })).status, 200, `control: an original ${method} needs none`)
   const withCsrf = await verify(gw, 'POST', '/api/x', { cookie, 'x-csrf-token': jar.tg_csrf })
   t.equal(withCsrf.status, 200, 'control: with the session\'s x-csrf-token it passes')
   const postVerb = await verify(gw, 'GET', '/api/x', { cookie }, { verb: 'POST', body: '' })
@@ -330,6 +334,8 @@ t.test('config: what forward authentication refuses, naming the field', async t 
   refused({ forwardAuth: { path: '/auth/login' } }, 'forwardAuth.path')
   refused({ forwardAuth: { path: '/api/verify' }, routes: [{ prefix: '/api', upstream: 'http://127.0.0.1:9' }] }, 'forwardAuth.path', /routes\[0\]\.prefix/)
   refused({ forwardAuth: { path: 'verify' } }, 'forwardAuth.path')
+  refused({ forwardAuth: { path: '/auth/:check' } }, 'forwardAuth.path')
+  refused({ forwardAuth: { path: '/auth/*' } }, 'forwardAuth.path')
   refused({ forwardAuth: { path: '/v', extra: 1 } }, 'forwardAuth.extra')
   const ok = parseConfig({ ...base, forwardAuth: {}, routes: [{ prefix: '/api' }] })
   t.equal(ok.forwardAuth?.path, '/auth/verify', 'control: the default path')
