@@ -43,6 +43,8 @@ declare module 'fastify' {
 }
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+/** RFC 9110 §9.2.1: a forwarded request's method is checked unless it is one of these (WebDAV's are not). */
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 export interface PresentedTokens {
   access?: string
@@ -56,8 +58,9 @@ export interface Transport {
   /** The tokens a request carries: headers first (unless transport is ['cookie'] alone), then (cookie transport) the cookies. */
   read: (request: FastifyRequest) => PresentedTokens
   /**
-   * Whether a cookie-authenticated unsafe request (by its forwarded method, on a forward-authentication route) carries x-csrf-token equal to the tg_csrf cookie and to the
-   * CSRF token of `sessionId` (a MAC of it): another session's token, or a planted one, does not pass.
+   * Whether a cookie-authenticated unsafe request (by its forwarded method on a forward-authentication route)
+   * carries x-csrf-token equal to the tg_csrf cookie and to the CSRF token of `sessionId` (a MAC of it): another
+   * session's token, or a planted one, does not pass.
    */
   csrfOk: (request: FastifyRequest, sessionId: string) => boolean
   /** After a refused CSRF check: sets the session's own tg_csrf again when the browser's cookie was another one. */
@@ -162,8 +165,10 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: 
     },
 
     csrfOk (request, sessionId) {
-      // On a forward-authentication route, the method of the request it asks about.
-      if (!UNSAFE.has(request[kForwarded]?.method ?? request.method)) return true
+      // On a forward-authentication route, the method of the request it asks about (any of the methods a proxy
+      // may pass on that is not safe).
+      const forwarded = request[kForwarded]
+      if (forwarded == null ? !UNSAFE.has(request.method) : SAFE.has(forwarded.method)) return true
       const header = request.headers[CSRF_HEADER]
       const cookie = cookieJar(request)?.[CSRF_COOKIE]
       return typeof header === 'string' && typeof cookie === 'string' && cookie !== '' && sameString(header, cookie) && tokens.csrfValid(sessionId, header)
