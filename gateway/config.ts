@@ -10,6 +10,8 @@ import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin
 import { ConfigError } from './config-error.js'
 import { checkOidcConfig } from './oidc-config.js'
 import { checkRedisConfig } from './redis.js'
+import { checkAssertions } from './assertion.js'
+import { checkForwardAuth } from './forward-auth.js'
 
 // The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
 const Duration = (def?: string | number) => Type.Union(DurationSchema.anyOf, { description: DurationSchema.description, ...(def === undefined ? {} : { default: def }) })
@@ -35,13 +37,16 @@ const Tokens = Type.Composite([
 
 const Route = Type.Object({
   prefix: Prefix,
-  upstream: HttpUrl,
+  // Optional only with forwardAuth: a route without one serves forward authentication alone (no proxy).
+  upstream: Type.Optional(HttpUrl),
   auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required' }),
   roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
   timeout: Duration('30s'),
   rewritePrefix: Type.Optional(Type.String()),
   forwardToken: Type.Boolean({ default: false }),
-  websocket: Type.Boolean({ default: false })
+  websocket: Type.Boolean({ default: false }),
+  // The upstream also receives x-tokengate-assertion, a JWT for this audience (see assertion.ts).
+  assertion: Type.Optional(Type.Object({ audience: Type.String({ minLength: 1 }) }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 // Single sign-on through an OpenID Provider (login.oidc); checked further in checkOidcConfig.
@@ -82,6 +87,12 @@ export const ConfigSchema = Type.Object({
     timeout: Duration('5s')
   }, { additionalProperties: false }),
   routes: Type.Array(Route, { default: [] }),
+  // Forward authentication for nginx auth_request, Caddy forward_auth, Traefik ForwardAuth (see forward-auth.ts).
+  forwardAuth: Type.Optional(Type.Object({
+    path: Type.String({ pattern: '^/[A-Za-z0-9._~/-]*$', default: '/auth/verify' }),
+    // false: no renewal there, for a proxy that cannot hand new tokens back to the client.
+    refresh: Type.Boolean({ default: true })
+  }, { additionalProperties: false })),
   rateLimit: Type.Object({
     failedLogins: Limit(10, '15m'),
     // Per account, from any IP: an attacker rotating addresses gets no more guesses than this.
@@ -248,6 +259,8 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
     prefixes.add(r.prefix)
     if (r.roles !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].roles`, 'needs auth: "required"')
   }
+  checkForwardAuth(config)
+  checkAssertions(config)
   // Not a config field: kept off the enumerable keys so a parsed config can be parsed again.
   return Object.defineProperty(config, 'baseDir', { value: baseDir, enumerable: false }) as GatewayConfig & { baseDir: string }
 }

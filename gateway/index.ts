@@ -16,6 +16,8 @@ import { closeRedis, createRedis } from './redis.js'
 import { version as packageVersion } from './version.js'
 import { socketRegistry } from './sockets.js'
 import { registerUpstream } from './upstreams.js'
+import { routeAssertions } from './assertion.js'
+import { registerForwardAuth } from './forward-auth.js'
 
 export { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type RouteConfig } from './config.js'
 export { hashPassword, verifyPassword } from './login.js'
@@ -268,7 +270,11 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   }
 
   const sockets = socketRegistry(app)
-  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets) })
+  const asserts = routeAssertions(config)
+  for (const route of config.routes) {
+    if (route.upstream !== undefined) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets, asserts.get(route)) })
+  }
+  if (config.forwardAuth !== undefined) registerForwardAuth(app, config.forwardAuth, config.routes, asserts)
 
   return app
 }

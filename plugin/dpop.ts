@@ -10,6 +10,7 @@ import { decodeJwt, decodeProtectedHeader, type JWK } from 'jose'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { DpopInvalidError, DpopNonceError } from './errors.js'
 import { sha256 } from './tokens.js'
+import { kForwarded } from './transport.js'
 
 /** JWS algorithms a proof may use; 'EdDSA' admits Ed25519 proofs under either name (RFC 9864). */
 export type DpopAlgorithm = 'ES256' | 'ES384' | 'ES512' | 'EdDSA' | 'Ed25519' | 'PS256' | 'RS256'
@@ -159,10 +160,12 @@ export class Dpop {
     if (typeof header !== 'string' || header.includes(',')) throw new DpopInvalidError('exactly one DPoP header is required')
     const proof = this.verifyJws(header)
     const { jwt, jkt } = proof
-    // 7–8. The method and the URL as the client saw it (behind trustProxy, Fastify's protocol and host).
-    if (jwt.htm !== request.method) throw new DpopInvalidError('htm does not match the request method')
+    // 7–8. The method and the URL as the client saw it (behind trustProxy, Fastify's protocol and host); on a
+    // forward-authentication route, those of the request it asks about.
+    const forwarded = request[kForwarded]
+    if (jwt.htm !== (forwarded?.method ?? request.method)) throw new DpopInvalidError('htm does not match the request method')
     if (typeof jwt.htu !== 'string') throw new DpopInvalidError('htu is missing')
-    const uri = requestUri(request)
+    const uri = forwarded == null ? requestUri(request) : withoutQuery(forwarded.url)
     if (jwt.htu !== uri && !sameUri(jwt.htu, uri)) throw new DpopInvalidError('htu does not match the request URL')
     // 10. A nonce of ours, when nonces are on.
     if (this.settings.nonce && !this.validNonce(jwt.nonce)) throw new DpopNonceError()
@@ -290,6 +293,11 @@ export function requestUri (request: FastifyRequest): string {
   const url = request.url
   const q = url.indexOf('?')
   return `${request.protocol}://${request.host}${q < 0 ? url : url.slice(0, q)}`
+}
+
+function withoutQuery (url: string): string {
+  const end = url.search(/[?#]/)
+  return end < 0 ? url : url.slice(0, end)
 }
 
 /** RFC 9449 §4.3: htu and the request URI compared without query and fragment, after URL normalisation. */

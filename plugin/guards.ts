@@ -97,6 +97,17 @@ export function routePolicy (policy: Policy): Guard {
   }
 }
 
+/**
+ * The onRequest hook `config: { auth }` installs, for a policy chosen at run time (the gateway's forward
+ * authentication applies its routes' policies this way). Throws a TypeError naming the problem for a policy
+ * that does not check out; `false` lets every request through.
+ */
+export function authPolicy (auth: boolean | RouteAuthConfig): Guard {
+  const checked = checkPolicy(auth)
+  if ('problem' in checked) throw new TypeError(`tokengate: ${checked.problem}`)
+  return checked.policy === null ? (_request, _reply, done) => { done() } : routePolicy(checked.policy)
+}
+
 /** A hook for a route whose policy did not check out: it never lets a request through. */
 export function closedRoute (problem: string): Guard {
   return function tokengateClosedRoute (_request, _reply, done) {

@@ -17,7 +17,7 @@ import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './ses
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
 import { redisAddress } from './store/redis-address.js'
 import { Tokens } from './tokens.js'
-import { kByCookie, requestMeta, transport } from './transport.js'
+import { kByCookie, kForwarded, requestMeta, transport } from './transport.js'
 
 export interface TokengateApi {
   /** Starts a session for a user and returns its first token pair. */
@@ -115,6 +115,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorateRequest(kAuthError, null)
   app.decorateRequest(kByCookie, false)
   app.decorateRequest(kDpopScheme, false)
+  app.decorateRequest(kForwarded, null)
   app.decorate(kDpopAlgs, dpop?.algs ?? null)
 
   const api: TokengateApi = {
@@ -174,7 +175,13 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     if (badPolicies.length > 0) throw new Error(`tokengate: invalid auth policy: ${badPolicies.join('; ')}`)
   })
 
-  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
+  // Forward-authentication routes (config.tokengate = { forwarded }): the hook reads their mark by path.
+  const forwardPaths: string[] = []
+  app.addHook('onRoute', (route) => {
+    const mark = (route.config as { tokengate?: unknown } | undefined)?.tokengate
+    if (typeof mark === 'object' && mark !== null && !forwardPaths.includes(route.url)) forwardPaths.push(route.url)
+  })
+  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop, forwardPaths))
 
   // A route declared before tokengate loaded (app.register(tokengate) not awaited) was never seen by the
   // onRoute hook above; its config.auth holds all the same, checked here at its first request (an invalid
@@ -222,7 +229,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
-export { authOf, requireRoles, type RouteAuthConfig } from './guards.js'
+export { authOf, authPolicy, requireRoles, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'
 export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis'
 import tokengate, {
   authOf,
   requireRoles,
+  authPolicy,
   type AuthInfo,
   type SessionInfo,
   type TokenPair,
@@ -172,6 +173,11 @@ export async function userApp (): Promise<void> {
   app.post('/admin', { onRequest: [app.authenticate, requireRoles(['admin'])] }, async (_request: FastifyRequest, reply: FastifyReply) => {
     return await reply.code(204).send()
   })
+  // authPolicy: the hook config.auth installs, for a policy chosen at run time.
+  app.get('/ops', { onRequest: authPolicy({ roles: ['ops'] }) }, async () => ({ ok: true }))
+  app.get('/any', { onRequest: [authPolicy(true)] }, async () => ({ ok: true }))
+  // @ts-expect-error roles is a string array
+  authPolicy({ roles: 'ops' })
 
   // Per-route config.
   app.get('/admin/report', { config: { auth: { roles: ['admin'] } } }, async (request) => ({ by: request.auth?.userId ?? null }))
