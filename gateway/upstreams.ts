@@ -4,7 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs } from '../plugin/index.js'
-import type { RouteConfig } from './config.js'
+import { routePolicyOf, type RouteConfig } from './config.js'
 import type { Recorder } from './metrics.js'
 import type { SocketRegistry } from './sockets.js'
 
@@ -130,7 +130,7 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     })
   }
   const timeoutMs = durationMs(route.timeout, 'timeout')
-  const auth = route.auth === 'required' ? (route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true) : undefined
+  const auth = routePolicyOf(route)
   await app.register(httpProxy, {
     upstream: route.upstream,
     prefix: route.prefix,
