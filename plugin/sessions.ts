@@ -174,12 +174,14 @@ export class Sessions {
    * user gives THAT session a new authentication (time, acr, amr, roles, claims) and a rotated refresh token
    * whose predecessor counts as the previous one (the grace window). `jkt` is the DPoP key the login proved
    * (a bound session needs it). Resolves to null when the session cannot be re-authenticated (gone, bound to
-   * another key, a store without reauthenticate()): the caller then starts a new session, as any login does.
+   * another key, a store without reauthenticate(), or rotateRefreshTokens off: its refresh token must stay the
+   * same, and with no grace window the others' copy would read as reuse): the caller then starts a new
+   * session, as any login does.
    */
   async reauthenticate (auth: AuthInfo, user: UserInfo, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair | null> {
     const { acr, amr } = checkUser(user)
     const store = this.store
-    if (user.sub !== auth.userId || store.reauthenticate === undefined) return null
+    if (user.sub !== auth.userId || store.reauthenticate === undefined || !this.opts.rotateRefreshTokens) return null
     const reauthenticate = store.reauthenticate.bind(store)
     const { userId, sessionId } = auth
     const now = Date.now()

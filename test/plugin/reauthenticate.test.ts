@@ -255,6 +255,19 @@ t.test('a DPoP-bound session is re-authenticated only by a login with a proof by
   t.equal(byKey[first.sessionId].jkt, await jktOf(key))
 })
 
+t.test('rotateRefreshTokens: false: a login starts a new session (a re-authentication would rotate), the first one untouched', async t => {
+  const { app, redis, prefix } = await reauthApp(t, { rotateRefreshTokens: false })
+  const first = await login(app, 'alice')
+  const before = await readSession(redis, prefix, 'u-alice', first.sessionId)
+  const second = await login(app, 'alice', bearer(first.accessToken), OTP)
+  t.not(second.sessionId, first.sessionId, 'a new session')
+  t.equal(payloadOf(second.accessToken).acr, 'mfa')
+  t.same(await readSession(redis, prefix, 'u-alice', first.sessionId), before, 'the first session as it was')
+  const again = await refresh(app, first.refreshToken)
+  t.equal(again.statusCode, 200, 'its refresh token still works (no reuse verdict)')
+  t.equal(again.json().refreshToken, first.refreshToken, 'and stays the same')
+})
+
 /** A store without reauthenticate(): a custom store written before it existed. */
 function withoutReauth (store: SessionStore): SessionStore {
   return new Proxy(store, { get: (target, prop) => prop === 'reauthenticate' ? undefined : Reflect.get(target, prop, target) })
