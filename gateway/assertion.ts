@@ -53,20 +53,6 @@ function tokenExp (token: string): number {
   }
 }
 
-/** What the access token says about the authentication itself (auth_time, and acr/amr when it has them). */
-function authClaims (token: string): Record<string, unknown> {
-  const a = token.indexOf('.')
-  const b = token.indexOf('.', a + 1)
-  try {
-    const p = JSON.parse(Buffer.from(token.slice(a + 1, b), 'base64url').toString('utf8')) as Record<string, unknown>
-    const out: Record<string, unknown> = {}
-    for (const k of ['auth_time', 'acr', 'amr']) if (p[k] !== undefined) out[k] = p[k]
-    return out
-  } catch {
-    return {}
-  }
-}
-
 /**
  * A signer with `key` (the gateway's first tokens.keys entry) for `issuer`. `now` is the clock (ms), `max` the
  * bound of each audience's cache.
@@ -87,7 +73,10 @@ export function assertionSigner (key: { kid: string, algorithm: 'EdDSA' | 'ES256
     const exp = Math.min(iat + ASSERTION_TTL_S, tokenExp(auth.token))
     const claims: Record<string, unknown> = {}
     for (const k in auth.claims) if (!OWN_CLAIMS.has(k)) claims[k] = auth.claims[k]
-    Object.assign(claims, authClaims(auth.token))
+    // What the access token says of the authentication itself.
+    claims.auth_time = auth.authTime
+    if (auth.acr !== undefined) claims.acr = auth.acr
+    if (auth.amr !== undefined) claims.amr = auth.amr
     claims.iss = issuer
     claims.aud = audience
     claims.sub = auth.userId

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
-import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
+import { checkPolicy, DurationSchema, KeySchema, OAuthSchema, OptionsSchema, type RouteAuthConfig } from '../plugin/index.js'
 import { ConfigError } from './config-error.js'
 import { checkOidcConfig } from './oidc-config.js'
 import { checkRedisConfig } from './redis.js'
@@ -41,6 +41,9 @@ const Route = Type.Object({
   upstream: Type.Optional(HttpUrl),
   auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required' }),
   roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+  // Step-up (RFC 9470): the plugin's route policy fields, checked by its checkPolicy (below).
+  maxAge: Type.Optional(Duration()),
+  acr: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
   timeout: Duration('30s'),
   rewritePrefix: Type.Optional(Type.String()),
   forwardToken: Type.Boolean({ default: false }),
@@ -122,6 +125,20 @@ export const ConfigSchema = Type.Object({
 
 export type GatewayConfig = Static<typeof ConfigSchema>
 export type RouteConfig = Static<typeof Route>
+
+/**
+ * A route's policy as the plugin's `config.auth` takes it (checked by its checkPolicy, which anything applying
+ * a route's policy uses): undefined when the route is not 'required'; true when it asks for nothing more.
+ */
+export function routePolicyOf (route: RouteConfig): true | RouteAuthConfig | undefined {
+  if (route.auth !== 'required') return undefined
+  if (route.roles === undefined && route.maxAge === undefined && route.acr === undefined) return true
+  return {
+    ...(route.roles !== undefined ? { roles: route.roles } : {}),
+    ...(route.maxAge !== undefined ? { maxAge: route.maxAge } : {}),
+    ...(route.acr !== undefined ? { acr: route.acr } : {})
+  } as RouteAuthConfig
+}
 
 export { ConfigError }
 
@@ -257,7 +274,14 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
     if (r.prefix === '/auth' || r.prefix.startsWith('/auth/')) throw new ConfigError(`routes[${i}].prefix`, 'cannot be under /auth (the gateway serves its own routes there)')
     if (prefixes.has(r.prefix)) throw new ConfigError(`routes[${i}].prefix`, `repeats ${r.prefix}`)
     prefixes.add(r.prefix)
-    if (r.roles !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].roles`, 'needs auth: "required"')
+    for (const field of ['roles', 'maxAge', 'acr'] as const) {
+      if (r[field] !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].${field}`, 'needs auth: "required"')
+    }
+    const checked = checkPolicy(routePolicyOf(r) ?? true, `routes[${i}]`)
+    if ('problem' in checked) {
+      const [, field, problem] = /^(\S+) (.*)$/s.exec(checked.problem)!
+      throw new ConfigError(field, problem)
+    }
   }
   checkForwardAuth(config)
   checkAssertions(config)

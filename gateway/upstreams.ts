@@ -3,9 +3,9 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs, type AuthInfo } from '../plugin/index.js'
+import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs, type AuthInfo, type RouteAuthConfig } from '../plugin/index.js'
 import { ASSERTION_HEADER, type Assert } from './assertion.js'
-import type { RouteConfig } from './config.js'
+import { routePolicyOf, type RouteConfig } from './config.js'
 import type { Recorder } from './metrics.js'
 import type { SocketRegistry } from './sockets.js'
 
@@ -114,9 +114,9 @@ export function identityHeaders (out: Record<string, string | string[] | undefin
 }
 
 /** A route's `config.auth` for the plugin: its policy, or undefined for an optional or public route. */
-export function routeAuth (route: RouteConfig): true | { roles: string[] } | undefined {
-  if (route.auth !== 'required') return undefined
-  return route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true
+/** A route's policy, as its proxied route and forward authentication apply it (roles, maxAge, acr). */
+export function routeAuth (route: RouteConfig): true | RouteAuthConfig | undefined {
+  return routePolicyOf(route)
 }
 
 function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { statusCode?: number, code?: string } }): void {

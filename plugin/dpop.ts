@@ -24,8 +24,11 @@ export interface DpopSettings {
   clockToleranceMs: number
 }
 
-/** A verified proof: the key's thumbprint, and what its replay check needs (its jti is claimed by `claim`). */
-export interface Proof { jkt: string, jti: string, iat: number }
+/**
+ * A verified proof: the key's thumbprint, what its replay check needs (its jti is claimed by `claim`), and the
+ * access-token hash it names, if any (checked by `verify` when it is given the token).
+ */
+export interface Proof { jkt: string, jti: string, iat: number, ath?: string }
 
 /** Remembers proof ids for a while: true the first time an id is seen within `ttlMs`. */
 export type ClaimProof = (id: string, ttlMs: number) => Promise<boolean> | boolean
@@ -178,7 +181,7 @@ export class Dpop {
       if (typeof jwt.ath !== 'string' || !sameString(jwt.ath, accessTokenHash(accessToken))) throw new DpopInvalidError('ath does not match the access token')
     }
     if (typeof jwt.jti !== 'string' || jwt.jti === '' || jwt.jti.length > 256) throw new DpopInvalidError('jti is missing')
-    return { jkt, jti: jwt.jti, iat: jwt.iat }
+    return { jkt, jti: jwt.jti, iat: jwt.iat, ...(typeof jwt.ath === 'string' ? { ath: jwt.ath } : {}) }
   }
 
   /** The replay check, last: a proof is used once within its window (rejects with TOKENGATE_DPOP_INVALID). */

@@ -68,8 +68,9 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /**
-     * Per-route auth: true or { roles: [at least one] }: 401 unless authenticated, 403 without one of the
-     * roles. Anything else makes app.ready() fail, naming the route.
+     * Per-route auth: true, or { roles?, maxAge?, acr? } with at least one of them: 401 unless authenticated,
+     * 403 without one of the roles, 401 TOKENGATE_STEP_UP_REQUIRED when the authentication is older than
+     * maxAge or its acr is not one of acr. Anything else makes app.ready() fail, naming the route and field.
      */
     auth?: boolean | RouteAuthConfig
   }
@@ -229,7 +230,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
-export { authOf, authPolicy, requireRoles, type RouteAuthConfig } from './guards.js'
+export { authOf, authPolicy, checkPolicy, policyError, requireAuth, requireRoles, routePolicy, type CheckedPolicy, type Policy, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'
 export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'

@@ -188,7 +188,7 @@ t.test('the cache: reused until half its life, bounded, never past the token', a
   const signer = assertionSigner(key, ISSUER, { now: () => now, max: 3 })
   const assert = signer.forAudience('api')
   const token = (exp: number, n: number): string => `h.${Buffer.from(JSON.stringify({ exp, n })).toString('base64url')}.s`
-  const auth = (tok: string): AuthInfo => ({ userId: 'u', sessionId: 's', roles: ['r'], claims: {}, token: tok })
+  const auth = (tok: string): AuthInfo => ({ userId: 'u', sessionId: 's', roles: ['r'], claims: {}, token: tok, authTime: now / 1000 - 60 })
   const long = token(now / 1000 + 600, 1)
   const a1 = assert(auth(long))
   now += 29_000
