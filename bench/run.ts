@@ -618,7 +618,7 @@ function render (r: any): string {
 }
 
 function updateReadme (table: string): void {
-  const file = path.join(ROOT, 'README.md')
+  const file = path.join(ROOT, 'docs', 'performance.md')
   const text = readFileSync(file, 'utf8')
   const start = '<!-- bench:start -->'
   const end = '<!-- bench:end -->'

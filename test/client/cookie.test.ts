@@ -1,4 +1,4 @@
-// Cookie transport from the client (README, "Cookie transport"): the tokens live in HttpOnly cookies the
+// Cookie transport from the client (docs/cookie-transport.md): the tokens live in HttpOnly cookies the
 // client never handles. Node's fetch keeps no cookies, so the test plays the browser: a cookie jar wraps fetch
 // (and only honours `credentials: 'include'`, as a cross-origin browser would), and `document.cookie` shows the
 // scripts-readable tg_csrf alone. The client must send credentials: 'include', no token header, the tg_csrf

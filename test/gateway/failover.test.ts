@@ -41,7 +41,7 @@ t.test('Sentinel failover under refresh load: bounded 503s, then no session lost
   }
 
   // Sessions exist before the failover, and the replica has them (a creation the replica never got is lost
-  // with the master: the README says so).
+  // with the master: docs/deployment.md says so).
   const tokens: string[] = []
   for (let i = 0; i < USERS; i++) {
     const r = await post(gateways[i % 2], '/auth/login', { username: i % 2 === 0 ? 'alice' : 'bob', password: i % 2 === 0 ? GATEWAY_USERS.alice : GATEWAY_USERS.bob })

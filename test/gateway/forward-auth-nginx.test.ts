@@ -1,5 +1,5 @@
 // Forward authentication behind a REAL nginx (auth_request; skipped, saying so, where none is installed),
-// configured exactly as the README's `nginx-forward-auth` block says, in front of a real upstream, with the
+// configured exactly as the `nginx-forward-auth` block of docs/forward-auth.md says, in front of a real upstream, with the
 // gateway as the auth server: 200 (the upstream sees the identity headers), 401, 403, the refresh hook
 // renewing through nginx (the client gets the new tokens, headers and cookies), a revoked token refused at
 // once, DPoP proofs for nginx's URL, and attackers (a forged original URI, a traversing path, spoofed identity
@@ -48,7 +48,7 @@ async function stack (t: Test): Promise<Stack> {
     ]
   }, { redis: true })
   const block = readmeBlock('nginx-forward-auth')
-  for (const needed of ['listen 80;', 'http://127.0.0.1:8080', 'http://127.0.0.1:3000']) if (!block.includes(needed)) throw new Error(`the README's nginx block has no ${needed}`)
+  for (const needed of ['listen 80;', 'http://127.0.0.1:8080', 'http://127.0.0.1:3000']) if (!block.includes(needed)) throw new Error(`docs/forward-auth.md's nginx block has no ${needed}`)
   const nginx = await startNginx(t, port => block
     .replace('listen 80;', `listen 127.0.0.1:${port};`)
     .replaceAll('http://127.0.0.1:8080', gw.base)

@@ -1,16 +1,14 @@
 // login.oidc without a provider at hand: the config's rules (each refusal names its field, with a valid
 // control), how it sits with a password login, the per-IP limit on the sign-in routes, a provider that cannot
 // be reached, and the returnTo and rolesClaim rules one by one.
-import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { ConfigError, buildGateway, parseConfig } from '../../gateway/index.js'
 import { rolesAt, safeReturnTo } from '../../gateway/oidc.js'
 import { SECRET } from '../helpers/app.js'
 import { GATEWAY_USERS, usersFile } from '../helpers/gateway.js'
+import { doc } from '../helpers/readme.js'
 import { freePort } from '../helpers/redis.js'
-import { ROOT } from '../helpers/spawn.js'
 
 const oidc = { issuer: 'https://accounts.example.com', clientId: 'gw', publicUrl: 'https://gateway.example' }
 const base = (over: { login?: Record<string, unknown>, tokens?: Record<string, unknown> } = {}): Record<string, unknown> => ({
@@ -59,9 +57,8 @@ async function listen (config: Record<string, unknown>): Promise<{ close: () => 
   return { close: async () => { await app.close() }, base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` }
 }
 
-t.test('the README\'s single sign-on config is a valid config', async t => {
-  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8')
-  const section = readme.slice(readme.indexOf('### Single sign-on'))
+t.test('the single sign-on config the documentation shows (docs/oidc.md) is a valid config', async t => {
+  const section = doc('docs/oidc.md')
   const json = /```json\n([\s\S]*?)```/.exec(section)?.[1]
   t.ok(json, 'the section shows a config')
   const config = parseConfig(JSON.parse(json!), { env: { TOKENGATE_SECRET: SECRET, OIDC_CLIENT_SECRET: 'from-the-environment' } })

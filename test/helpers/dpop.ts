@@ -14,7 +14,7 @@ import { deletePrefix, redisUrl, uniquePrefix } from './redis.js'
 export type KeyPair = dpop.KeyPair
 export type ProofAlg = 'ES256' | 'Ed25519'
 
-/** The `dpop` option as the README documents it: every member optional, with its default. */
+/** The `dpop` option as docs/options.md and docs/dpop.md document it: every member optional, with its default. */
 export interface DpopInput {
   required?: boolean
   algorithms?: Array<'ES256' | 'ES384' | 'ES512' | 'EdDSA' | 'Ed25519' | 'PS256' | 'RS256'>

@@ -1,19 +1,40 @@
-// The README's runnable blocks, for the tests that run them as written: in the repository
-// (test/suite/readme.test.ts) and from the installed tarball (test/suite/tarball.test.ts).
+// The documentation (README.md and the pages under docs/ it links to) and its runnable blocks, for the tests
+// that check it and run it as written: in the repository (test/suite/readme.test.ts and others) and from the
+// installed tarball (test/suite/tarball.test.ts).
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Test } from 'tap'
 import { ROOT, track } from './spawn.js'
 
-export const README = readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+/** README.md, then every docs/*.md, by path relative to the repository. */
+export const DOCS: ReadonlyMap<string, string> = new Map([
+  'README.md',
+  ...readdirSync(path.join(ROOT, 'docs')).filter(f => f.endsWith('.md')).sort().map(f => `docs/${f}`)
+].map(f => [f, readFileSync(path.join(ROOT, f), 'utf8')]))
 
-/** The fenced code block right after a `<!-- readme:NAME -->` marker. */
+export const README = DOCS.get('README.md')!
+
+/** The text of one documentation file (`docs/errors.md`); throws when there is none. */
+export function doc (file: string): string {
+  const text = DOCS.get(file)
+  if (text === undefined) throw new Error(`no documentation file ${file}`)
+  return text
+}
+
+/** The files (README.md, docs/*.md) that hold `marker`. */
+export function filesWith (marker: string): string[] {
+  return [...DOCS].filter(([, text]) => text.includes(marker)).map(([file]) => file)
+}
+
+/** The fenced code block right after a `<!-- readme:NAME -->` marker, in the one documentation file that has it. */
 export function readmeBlock (name: string): string {
-  const at = README.indexOf(`<!-- readme:${name} -->`)
-  if (at < 0) throw new Error(`README has no <!-- readme:${name} --> marker`)
-  const m = /```\w*\n([\s\S]*?)```/.exec(README.slice(at))
-  if (m === null) throw new Error(`no code block after readme:${name}`)
+  const marker = `<!-- readme:${name} -->`
+  const files = filesWith(marker)
+  if (files.length !== 1) throw new Error(`${marker} is in ${files.length === 0 ? 'no documentation file' : files.join(' and ')}: it must be in exactly one`)
+  const text = doc(files[0])
+  const m = /```\w*\n([\s\S]*?)```/.exec(text.slice(text.indexOf(marker)))
+  if (m === null) throw new Error(`no code block after readme:${name} in ${files[0]}`)
   return m[1]
 }
 

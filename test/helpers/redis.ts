@@ -99,14 +99,14 @@ export async function redisUrl (): Promise<string> {
   return await resolved
 }
 
-/** The Redis key holding all sessions of a user, as the README's keys table names it. */
+/** The Redis key holding all sessions of a user, as the keys table of docs/redis.md names it. */
 export const sessionsKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:s`
 /** The 0.1 layout's key of one session record (a hash), for migration tests. */
 export const legacyRecordKey = (prefix: string, userId: string, sessionId: string): string => `${prefix}:{${userId}}:s:${sessionId}`
 /** The 0.1 layout's per-user index (a sorted set), for migration tests. */
 export const legacyIndexKey = (prefix: string, userId: string): string => `${prefix}:{${userId}}:sessions`
 
-/** One session as Redis keeps it (README, "Redis keys"), decoded by an independent MessagePack library. */
+/** One session as Redis keeps it (docs/redis.md), decoded by an independent MessagePack library. */
 export interface StoredSession {
   /** hash of the current refresh id, 22 base64url characters (what hashOf(token) gives) */
   h: string
@@ -134,7 +134,7 @@ const str = (v: unknown): string | null => v instanceof Uint8Array ? Buffer.from
 
 type SessionsReader = Pick<Redis, 'getBuffer' | 'hgetallBuffer' | 'type'>
 
-/** One stored record (an array, README "Redis keys") as a StoredSession. */
+/** One stored record (an array, docs/redis.md) as a StoredSession. */
 function storedSession (r: unknown[]): StoredSession {
   const st = r[4] as number
   const text = (v: unknown): string => Buffer.from(v as Uint8Array).toString('utf8')

@@ -17,7 +17,7 @@ function cookiesOf (res: LightMyRequestResponse): Record<string, Cookie> {
   return out
 }
 
-/** Checks the attributes the README's Cookie transport names: HttpOnly (not for tg_csrf); Secure; SameSite=Strict; Path=/; Max-Age. */
+/** Checks the attributes docs/cookie-transport.md names: HttpOnly (not for tg_csrf); Secure; SameSite=Strict; Path=/; Max-Age. */
 function checkAttributes (t: Test, c: Cookie | undefined, name: string, maxAge: number): void {
   t.ok(c !== undefined, `${name} is set`)
   if (c === undefined) return

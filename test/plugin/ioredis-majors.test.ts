@@ -40,7 +40,7 @@ async function exercise (t: Test, make: () => UserClient, where: { url: string }
   const b = await instance()
   if ('nodes' in where) {
     // On a Cluster a PING would reach another node than the subscriber's: the feed proves itself alive with
-    // a channel of its own (README, Deployment), which only a client recognised as a Cluster subscribes to.
+    // a channel of its own (docs/deployment.md), which only a client recognised as a Cluster subscribes to.
     const channels: string[] = []
     for (const node of where.nodes) {
       const direct = new Redis6(node.port, node.host)

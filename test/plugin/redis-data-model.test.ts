@@ -1,4 +1,4 @@
-// The Redis data model (README "Redis keys") as the plugin writes it, with the defaults:
+// The Redis data model (docs/redis.md) as the plugin writes it, with the defaults:
 // access token 10 minutes, refresh token 1 day, clockTolerance 0. All sessions of a user live in ONE
 // string key, a MessagePack map { sessionId: record }, expiring natively with the user's latest session.
 import { decode as decodeMsgpack } from '@msgpack/msgpack'

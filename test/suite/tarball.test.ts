@@ -1,13 +1,17 @@
 // The package as a user gets it: `npm pack`, installed into an empty app with production dependencies
 // only (no devDependency of this repository within reach), then the three entry points imported, the
-// README's Usage app run as written, the installed bin run with a config file, and a strict TypeScript
+// README's Usage app run as written, the installed bin run with the README's gateway quick start, the
+// README's page that loads tokengate/client without a bundler (in Chromium), and a strict TypeScript
 // app (skipLibCheck: false, the user's own ioredis 6 instance as `redis`) compiled and run. One pack and
 // one install serve every subtest. dist/ is already built (npm test builds first), so the pack runs no
 // script.
 import { spawn, type SpawnOptions } from 'node:child_process'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { launchBrowser, noBrowser } from '../helpers/browser.js'
 import { checkUsageSteps, readmeBlock, runUsageSteps } from '../helpers/readme.js'
 import { freePort, startOwnRedis, type OwnRedis } from '../helpers/redis.js'
 import { DIST, ROOT, childEnv, killChildren, spawnDist, tempDir, track } from '../helpers/spawn.js'
@@ -125,7 +129,7 @@ t.test("the README's Usage app, as written, on the installed package", async t =
   checkUsageSteps(t, await runUsageSteps(port))
 })
 
-t.test('the installed bin: keygen, hash-password, then the gateway with a config file until /readyz is 200', async t => {
+t.test("the installed bin: keygen, hash-password, then the README's gateway quick start until /readyz is 200 and a proxied request", async t => {
   const bin = path.join(appDir, 'node_modules', '.bin', 'tokengate')
   const version = await run(bin, ['--version'], { cwd: appDir })
   t.equal(version.code, 0, `tokengate --version (${version.stderr})`)
@@ -134,15 +138,20 @@ t.test('the installed bin: keygen, hash-password, then the gateway with a config
   const hash = (await run(bin, ['hash-password', 'wonderland'], { cwd: appDir })).stdout.trim()
   t.match(hash, /^scrypt\$/, 'hash-password prints a scrypt hash')
   writeFileSync(path.join(appDir, 'users.json'), JSON.stringify([{ sub: 'alice', roles: ['user'], passwordHash: hash }]))
+  // The service behind the gateway (the quick start's "service of yours on port 3000"), on a free port.
+  const seen: Array<{ url?: string, user?: string | string[], roles?: string | string[], session?: string | string[] }> = []
+  const service = createServer((req, res) => {
+    seen.push({ url: req.url, user: req.headers['x-user-id'], roles: req.headers['x-user-roles'], session: req.headers['x-session-id'] })
+    res.setHeader('content-type', 'application/json')
+    res.end('{"orders":[]}')
+  })
+  await new Promise<void>(resolve => service.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { service.close() })
+  const config = readmeBlock('gateway-config')
+  t.ok(config.includes('http://127.0.0.1:3000'), 'the quick start proxies to port 3000')
+  writeFileSync(path.join(appDir, 'gateway.json'), config.replace('http://127.0.0.1:3000', `http://127.0.0.1:${(service.address() as AddressInfo).port}`))
   const port = await freePort()
-  writeFileSync(path.join(appDir, 'gateway.json'), JSON.stringify({
-    listen: { host: '127.0.0.1', port },
-    redis: { url: redis.url },
-    tokens: { secret: '${TOKENGATE_SECRET}', keyPrefix: 'bin' }, // eslint-disable-line no-template-curly-in-string
-    login: { usersFile: 'users.json' },
-    routes: []
-  }))
-  const child = track(spawn(bin, ['--config', 'gateway.json'], { cwd: appDir, env: userEnv({ TOKENGATE_SECRET: secret }), stdio: ['ignore', 'pipe', 'pipe'] }))
+  const child = track(spawn(bin, ['--config', 'gateway.json'], { cwd: appDir, env: userEnv({ TOKENGATE_SECRET: secret, PORT: String(port), REDIS_URL: redis.url }), stdio: ['ignore', 'pipe', 'pipe'] }))
   let stderr = ''
   child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
   child.stdout.resume()
@@ -157,9 +166,47 @@ t.test('the installed bin: keygen, hash-password, then the gateway with a config
   t.equal(ready, 200, `GET /readyz answers 200 (${stderr})`)
   const login = await fetch(`${base}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: 'wonderland' }) })
   t.equal(login.status, 200, 'a user of the users file logs in')
-  t.match(await login.json(), { accessToken: /^[\w-]+\.[\w-]+\.[\w-]+$/, refreshToken: /^tgr2\./ })
+  const pair = await login.json() as { accessToken: string, refreshToken: string }
+  t.match(pair, { accessToken: /^[\w-]+\.[\w-]+\.[\w-]+$/, refreshToken: /^tgr2\./ })
+  const anonymous = await fetch(`${base}/api/orders`)
+  t.equal(anonymous.status, 401, 'without a token: 401')
+  t.same(seen, [], 'and the service saw nothing')
+  const orders = await fetch(`${base}/api/orders`, { headers: { authorization: `Bearer ${pair.accessToken}` } })
+  t.equal(orders.status, 200, 'with the access token: 200')
+  t.same(await orders.json(), { orders: [] }, "the service's answer")
+  t.match(seen, [{ url: '/api/orders', user: 'alice', roles: 'user', session: /^\S+$/ }], 'the service got the request with x-user-id, x-user-roles and x-session-id')
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM: it drains and exits 0')
+})
+
+t.test("the README's page without a bundler: tokengate/client served from the installed package, in Chromium", { skip: noBrowser }, async t => {
+  const usage = readmeBlock('usage')
+  const listen = usage.indexOf('await app.listen(')
+  t.ok(listen > 0, 'the Usage app has app.listen')
+  const app = path.join(appDir, 'page-app.mjs')
+  writeFileSync(app, usage.slice(0, listen) + readmeBlock('client-serve') + '\n' + usage.slice(listen))
+  writeFileSync(path.join(appDir, 'index.html'), readmeBlock('client-page'))
+  const port = await freePort()
+  const proc = await spawnDist(path.relative(DIST, app), [], userEnv({ TOKENGATE_SECRET: 'c'.repeat(64), REDIS_URL: redis.url, PORT: String(port) }), /Server listening/, { cwd: appDir })
+  t.teardown(() => { proc.child.kill('SIGKILL') })
+
+  const browser = await launchBrowser(t)
+  const page = await browser.newPage()
+  const problems: string[] = []
+  page.on('pageerror', err => problems.push(err.message))
+  page.on('console', msg => { if (msg.type() === 'error') problems.push(msg.text()) })
+  const served = page.waitForResponse(r => new URL(r.url()).pathname === '/tokengate-client.js')
+  await page.goto(`http://localhost:${port}/`)
+  const module = await served
+  t.equal(module.status(), 200, 'the page loads /tokengate-client.js')
+  t.ok((await module.body()).equals(readFileSync(path.join(appDir, 'node_modules', 'tokengate', 'dist', 'client', 'index.js'))),
+    'and it is the installed node_modules/tokengate/dist/client/index.js')
+  await page.fill('input[name=username]', 'alice')
+  await page.fill('input[name=password]', 'wonderland')
+  await page.click('button')
+  await page.waitForFunction(() => (globalThis as any).document.querySelector('output').textContent !== '')
+  t.same(JSON.parse(await page.textContent('output') ?? ''), { user: 'u-alice' }, 'logged in through the client, the page shows GET /orders')
+  t.same(problems, [], 'no error in the page')
 })
 
 t.test('a strict TypeScript app against the shipped types (skipLibCheck: false), with its own ioredis 6 instance (and 5 for the types)', async t => {
