@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import path from 'node:path'
 import t from 'tap'
 import { launchBrowser, noBrowser } from '../helpers/browser.js'
-import { checkUsageSteps, readmeBlock, runUsageSteps } from '../helpers/readme.js'
+import { DOCS, checkUsageSteps, readmeBlock, runUsageSteps } from '../helpers/readme.js'
 import { freePort, startOwnRedis, type OwnRedis } from '../helpers/redis.js'
 import { DIST, ROOT, childEnv, killChildren, spawnDist, tempDir, track } from '../helpers/spawn.js'
 
@@ -69,9 +69,10 @@ t.before(async () => {
 })
 t.teardown(async () => { await redis?.stop() })
 
-t.test('the tarball holds dist/, LICENSE, README.md and package.json, and nothing else', async t => {
+t.test('the tarball holds dist/, LICENSE, README.md with the docs/*.md it links to, and package.json, and nothing else', async t => {
   const paths = packed.files.map(f => f.path)
-  t.same(paths.filter(p => !/^(?:package\.json|README\.md|LICENSE|dist\/.+)$/.test(p)), [], 'no file outside those')
+  t.same(paths.filter(p => !/^(?:package\.json|README\.md|LICENSE|docs\/[\w-]+\.md|dist\/.+)$/.test(p)), [], 'no file outside those')
+  for (const file of DOCS.keys()) t.ok(paths.includes(file), `${file} is in it (the README links to it)`)
   t.same(paths.filter(p => /(?:^|\/)(?:test|bench|\.scratch|\.bench)\/|\.orig$|\.rej$|~$|(?<!\.d)\.ts$|\.tsbuildinfo$/.test(p)), [], 'no test, bench, patch leftover or TypeScript source')
   for (const entry of ['dist/plugin/index.js', 'dist/plugin/index.d.ts', 'dist/gateway/index.js', 'dist/gateway/server.js', 'dist/client/index.js', 'dist/plugin/store/lua/rotate.lua']) {
     t.ok(paths.includes(entry), `${entry} is in it`)
