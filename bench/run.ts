@@ -487,6 +487,8 @@ async function main (): Promise<void> {
     { key: 'gateway', name: '3. gateway, authenticated route, HS256 (logLevel warn)', url: `http://127.0.0.1:${ports.gateway}/api/x`, headers: bearer(tokens.hs256) },
     { key: 'info', name: '   the same at logLevel info (one access-log line per request)', url: `http://127.0.0.1:${ports.info}/api/x`, headers: bearer(tokens.info) },
     { key: 'eddsa', name: '4. gateway, authenticated route, EdDSA', url: `http://127.0.0.1:${ports.eddsa}/api/x`, headers: bearer(tokens.eddsa) },
+    { key: 'assertion', name: '   the same with a signed identity assertion for the upstream (routes[].assertion)', url: `http://127.0.0.1:${ports.eddsa}/asrt/x`, headers: bearer(tokens.eddsa) },
+    { key: 'fwdauth', name: '   gateway, forward-auth check (GET /auth/verify for GET /api/x, HS256; nothing proxied)', url: `http://127.0.0.1:${ports.gateway}/auth/verify`, headers: { ...bearer(tokens.hs256), 'x-original-method': 'GET', 'x-original-uri': '/api/x' } },
     { key: 'dpop', name: '   gateway, DPoP-bound token + an ES256 proof per request (replay: memory)', url: `http://127.0.0.1:${ports.dpop}/api/x`, dpop: { token: dpopPair.accessToken, signer: dpopSigner } },
     { key: 'naive', name: '5. naive: @fastify/jwt + Redis EXISTS + proxy', url: `http://127.0.0.1:${ports.naive}/api/x`, headers: bearer(tokens.naive) },
     { key: 'refresh', name: '6. POST /auth/refresh (rotation, Redis)', url: `http://127.0.0.1:${ports.gateway}/auth/refresh`, refresh: true },
@@ -532,6 +534,24 @@ async function main (): Promise<void> {
   const dpopAdds: number[] = []
   await pairDeltas(variants.find(v => v.key === 'public'), variants.find(v => v.key === 'gateway'), authAdds)
   const dpopRate = await pairDeltas(variants.find(v => v.key === 'gateway'), variants.find(v => v.key === 'dpop'), dpopAdds, true)
+  // Forward auth and assertions: both sides' CPU per request from alternating pairs, and their ratio.
+  const pairCosts = async (base: Variant | undefined, other: Variant | undefined): Promise<{ baseUs: number, otherUs: number, ratio: number } | undefined> => {
+    if (base === undefined || other === undefined) return undefined
+    const a: number[] = []
+    const b: number[] = []
+    for (let i = 0; i < PAIRS; i++) {
+      const [first, second] = i % 2 === 0 ? [base, other] : [other, base]
+      const x = await batch(servers, first, [], 0.5)
+      const y = await batch(servers, second, [], 0.5)
+      a.push((first === base ? x : y).cpuPerReq)
+      b.push((first === base ? y : x).cpuPerReq)
+    }
+    const baseUs = trimmedMean(a)
+    const otherUs = trimmedMean(b)
+    return { baseUs: round(baseUs, 1), otherUs: round(otherUs, 1), ratio: round(otherUs / baseUs, 2) }
+  }
+  const fwdauth = await pairCosts(variants.find(v => v.key === 'gateway'), variants.find(v => v.key === 'fwdauth'))
+  const assertion = await pairCosts(variants.find(v => v.key === 'eddsa'), variants.find(v => v.key === 'assertion'))
   await servers.stop()
   if (only !== undefined) {
     for (const v of variants) {
@@ -540,6 +560,8 @@ async function main (): Promise<void> {
     }
     if (authAdds.length > 0) process.stdout.write(`auth adds ${round(trimmedMean(authAdds), 1)} µs\n`)
     if (dpopAdds.length > 0) process.stdout.write(`DPoP adds ${round(trimmedMean(dpopAdds), 1)} µs\n`)
+    if (fwdauth !== undefined) process.stdout.write(`forward-auth check ${fwdauth.otherUs} µs vs proxied ${fwdauth.baseUs} µs (${fwdauth.ratio}×)\n`)
+    if (assertion !== undefined) process.stdout.write(`with an assertion ${assertion.otherUs} µs vs without ${assertion.baseUs} µs (${assertion.ratio}×)\n`)
     redis.stop()
     return
   }
@@ -593,6 +615,8 @@ async function main (): Promise<void> {
       dpopAddsUs: round(trimmedMean(dpopAdds), 1),
       dpopPairsRate: dpopRate,
       dpopAddsVsVerify: round(trimmedMean(dpopAdds) / proofFloor.es256, 2),
+      forwardAuth: fwdauth,
+      assertion,
       infoVsWarnCpuUs: round(by.info.cpuUs - by.gateway.cpuUs, 1),
       infoVsProxyCpu: round(by.info.cpuUs / ref.cpuUs, 2),
       warnVsProxyCpu: round(by.gateway.cpuUs / ref.cpuUs, 2),
@@ -626,6 +650,8 @@ function render (r: any): string {
   lines.push(`| one DPoP proof's signature check (node:crypto verify), ES256 / EdDSA | ${r.headline.proofFloorUs.es256} / ${r.headline.proofFloorUs.eddsa} µs | the floor |`)
   lines.push(`| tokengate's whole proof check (every §4.3 check, ath, jti memory), ES256, in process | ${r.headline.proofCheckUs} µs = ${r.headline.proofCheckVsVerify}× the ES256 check | |`)
   lines.push(`| DPoP adds over a Bearer request (a proof per request, ES256; ${r.settings.pairs} alternating pairs, both at ${r.headline.dpopPairsRate} req/s), CPU per request | ${r.headline.dpopAddsUs} µs = ${r.headline.dpopAddsVsVerify}× the ES256 check | ≤ 1.3× |`)
+  if (r.headline.forwardAuth != null) lines.push(`| a forward-auth check (GET /auth/verify, the route's policy, identity headers; nothing proxied) vs a proxied authenticated request through the same gateway (its upstream's share included), ${r.settings.pairs} alternating pairs, CPU per request | ${r.headline.forwardAuth.otherUs} / ${r.headline.forwardAuth.baseUs} µs = ${r.headline.forwardAuth.ratio}× | |`)
+  if (r.headline.assertion != null) lines.push(`| an authenticated proxied request with a signed identity assertion vs one without (EdDSA, one gateway), ${r.settings.pairs} alternating pairs, CPU per request | ${r.headline.assertion.otherUs} / ${r.headline.assertion.baseUs} µs = ${r.headline.assertion.ratio}× | ≤ 1.1× |`)
   lines.push(`| a refresh's own work (MAC check, hashes, successor, new refresh token, JWT signature; in-memory store, no I/O), CPU per call | ${r.headline.refreshComputeUs} µs | |`)
   lines.push(`| ratio tokengate.verify / fast-jwt cached | ${r.headline.verify.ratio}× | ≤ 1.5× |`)
   lines.push(`| revocation visible on another instance, p50 / p99 (200 trials) | ${r.propagation.p50Ms} / ${r.propagation.p99Ms} ms | p99 ≤ 50 ms |`)

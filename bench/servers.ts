@@ -59,15 +59,19 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
   }
   // The gateways log at warn (nothing per request); one more at info writes its access log to /dev/null
   // the way buildGateway's default logger writes to stdout (one synchronous write per line).
-  const hs = track(buildGateway({ ...common, logLevel: 'warn', tokens: { secret: SECRET, keyPrefix: 'bench-hs' } }))
+  // (With forward authentication on: GET /auth/verify asks about the same /api route.)
+  const hs = track(buildGateway({ ...common, logLevel: 'warn', forwardAuth: {}, tokens: { secret: SECRET, keyPrefix: 'bench-hs' } }))
   const infoGw = track(buildGateway({ ...common, logLevel: 'info', tokens: { secret: SECRET, keyPrefix: 'bench-info' } }, {
     logger: { level: 'info', redact: { paths: REDACT, censor: '[redacted]' }, stream: pino.destination({ dest: '/dev/null', sync: true }) }
   }))
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  // EdDSA, with a third route whose upstream also gets a signed identity assertion.
   const ed = track(buildGateway({
     ...common,
+    routes: [...routes, { prefix: '/asrt', upstream: upstreamUrl, auth: 'required', roles: ['user'], assertion: { audience: 'bench-api' } }],
     tokens: {
       keyPrefix: 'bench-ed',
+      issuer: 'https://bench.example',
       keys: [{ kid: 'k1', algorithm: 'EdDSA', privateKey: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), publicKey: publicKey.export({ format: 'pem', type: 'spki' }).toString() }]
     }
   }))

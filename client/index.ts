@@ -7,8 +7,9 @@
 // each request reads the newest tokens right before it goes, and a response's tokens are written only while the
 // storage still holds the ones that request sent (so an old answer never overwrites a newer rotation, nor brings
 // back a session another tab logged out). Concurrent refreshes of one refresh token are safe because the server
-// gives them all the same successor within its grace window. A 401 that no refresh mended signs the client out;
-// the only automatic retry is one, for a DPoP nonce challenge.
+// gives them all the same successor within its grace window. A 401 that no refresh mended signs the client out
+// (a step-up challenge, RFC 9470, does not: a login while signed in re-authenticates the session); the only
+// automatic retry is one, for a DPoP nonce challenge.
 
 /** The server's login answer (README, "API"). Times in seconds. With cookie transport the tokens are in HttpOnly cookies, not here. */
 export interface TokenPair {
@@ -62,7 +63,10 @@ export interface Client {
   readonly accessExpiresAt: number | null
   /** The current session's id, or null. */
   readonly sessionId: string | null
-  /** POST {prefix}/login with these credentials; rejects with an AuthError on a refusal. */
+  /**
+   * POST {prefix}/login with these credentials; rejects with an AuthError on a refusal. While signed in it sends
+   * the session's access token along: the server re-authenticates that session (same sessionId; step-up).
+   */
   login: (credentials: Record<string, unknown>) => Promise<TokenPair>
   /** fetch with the session attached (same origin as baseUrl only); resolves with any status, a 401 included. */
   fetch: (pathOrUrl: string | URL, init?: RequestInit) => Promise<Response>
@@ -79,11 +83,32 @@ export interface Client {
   close: () => void
 }
 
-/** A refused call of login, sessions, revokeSession, logout or logoutAll: the server's status and error code. */
+/**
+ * A refused call of login, sessions, revokeSession, logout or logoutAll: the server's status and error code.
+ * For a step-up challenge (code TOKENGATE_STEP_UP_REQUIRED, RFC 9470) also what a new login must achieve:
+ * `maxAge` (seconds) and `acrValues` (any one of them). `AuthError.from(response)` reads one from any response.
+ */
 export class AuthError extends Error {
-  constructor (message: string, readonly status: number, readonly code?: string) {
+  /** (Step-up) The authentication must be at most this many seconds old: the challenge's max_age. */
+  readonly maxAge?: number
+  /** (Step-up) The authentication must be of one of these classes: the challenge's acr_values. */
+  readonly acrValues?: string[]
+  constructor (message: string, readonly status: number, readonly code?: string, challenge?: string | null) {
     super(message)
     this.name = 'AuthError'
+    if (challenge != null && /insufficient_user_authentication/.test(challenge)) {
+      const maxAge = /max_age="?(\d+)/.exec(challenge)?.[1]
+      const acr = /acr_values="([^"]*)"/.exec(challenge)?.[1]
+      if (maxAge !== undefined) this.maxAge = Number(maxAge)
+      if (acr !== undefined) this.acrValues = acr.split(' ').filter(Boolean)
+    }
+  }
+
+  /** The AuthError a response stands for (its body is left unread), or null for a 2xx/3xx one. */
+  static async from (res: Response): Promise<AuthError | null> {
+    if (res.status < 400) return null
+    const data = await res.clone().json().catch(() => ({}))
+    return new AuthError(data.message ?? `HTTP ${res.status}`, res.status, data.code, res.headers.get('www-authenticate'))
   }
 }
 
@@ -232,17 +257,18 @@ export function createClient (options: ClientOptions = {}): Client {
   }
 
   /**
-   * One request to the server: the newest tokens from the storage (when `authed`), a DPoP proof and the CSRF
-   * header as they apply; one retry for a DPoP nonce challenge. Resolves with the response and what it sent.
+   * One request to the server: the newest tokens from the storage (when `authed`; a login sends the access token
+   * alone, to re-authenticate its session), a DPoP proof and the CSRF header as they apply; one retry for a DPoP
+   * nonce challenge. Resolves with the response and what it sent.
    */
-  async function call (url: string, init: RequestInit, authed: boolean, retried?: boolean): Promise<[Response, Stored | null]> {
-    const sent = authed ? await read() : null
+  async function call (url: string, init: RequestInit, authed: boolean | 'login', retried?: boolean): Promise<[Response, Stored | null]> {
+    const sent = authed !== false ? await read() : null
     const headers = new Headers(init.headers)
     const method = (init.method ?? 'GET').toUpperCase()
-    const bound = useDpop && (!authed || sent?.t === 'DPoP') // a login, or a DPoP-bound session
-    if (sent?.a !== undefined && sent.r !== undefined) {
+    const bound = useDpop && (authed !== true || sent?.t === 'DPoP') // a login, or a DPoP-bound session
+    if (sent?.a !== undefined && (sent.r !== undefined || authed === 'login')) {
       headers.set('authorization', `${sent.t === 'DPoP' ? 'DPoP' : 'Bearer'} ${sent.a}`)
-      headers.set('x-refresh-token', sent.r)
+      if (authed === true) headers.set('x-refresh-token', sent.r!)
     }
     if (bound) headers.set('dpop', await proof(method, url, sent?.a))
     if (cookie && /^(POST|PUT|PATCH|DELETE)$/.test(method)) {
@@ -266,7 +292,8 @@ export function createClient (options: ClientOptions = {}): Client {
     let access = res.headers.get('x-access-token')
     let refresh = res.headers.get('x-refresh-token')
     if ((access !== null && !ofSession(access, true, sent.s)) || (refresh !== null && !ofSession(refresh, false, sent.s))) access = refresh = null
-    if (res.status === 401 && access === null && refresh === null && /use_dpop_nonce/.test(res.headers.get('www-authenticate') ?? '')) return
+    // A DPoP nonce challenge, or a step-up one (the session is fine, the route wants a newer or stronger login).
+    if (res.status === 401 && access === null && refresh === null && /use_dpop_nonce|insufficient_user_authentication/.test(res.headers.get('www-authenticate') ?? '')) return
     const now = await read()
     if (now === null || now.s !== sent.s || now.r !== sent.r) return
     if (res.status === 401 && access === null && refresh === null) await signOut()
@@ -294,7 +321,7 @@ export function createClient (options: ClientOptions = {}): Client {
   async function body (res: Response): Promise<any> {
     if (res.status === 204) return
     const data = await res.json().catch(() => ({}))
-    if (!res.ok) throw new AuthError(data.message ?? `HTTP ${res.status}`, res.status, data.code)
+    if (!res.ok) throw new AuthError(data.message ?? `HTTP ${res.status}`, res.status, data.code, res.headers.get('www-authenticate'))
     return data
   }
 
@@ -305,7 +332,7 @@ export function createClient (options: ClientOptions = {}): Client {
     async login (credentials) {
       // By cookie the server keeps the tokens out of the answer's body (asked for, where it offers both transports).
       const headers: Record<string, string> = { 'content-type': 'application/json', ...(cookie ? { 'x-tokengate-transport': 'cookie' } : {}) }
-      const [res] = await call(auth + '/login', { method: 'POST', headers, body: JSON.stringify(credentials) }, false)
+      const [res] = await call(auth + '/login', { method: 'POST', headers, body: JSON.stringify(credentials) }, 'login')
       const pair: TokenPair = await body(res)
       const next: Stored = { t: pair.tokenType, s: pair.sessionId, e: Date.now() + pair.expiresIn * 1000 }
       if (!cookie) {

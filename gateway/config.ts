@@ -6,9 +6,12 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
-import { DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
+import { checkPolicy, DurationSchema, KeySchema, OAuthSchema, OptionsSchema, type RouteAuthConfig } from '../plugin/index.js'
 import { ConfigError } from './config-error.js'
+import { checkOidcConfig } from './oidc-config.js'
 import { checkRedisConfig } from './redis.js'
+import { checkAssertions } from './assertion.js'
+import { checkForwardAuth } from './forward-auth.js'
 
 // The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
 const Duration = (def?: string | number) => Type.Union(DurationSchema.anyOf, { description: DurationSchema.description, ...(def === undefined ? {} : { default: def }) })
@@ -34,13 +37,29 @@ const Tokens = Type.Composite([
 
 const Route = Type.Object({
   prefix: Prefix,
-  upstream: HttpUrl,
+  // Optional only with forwardAuth: a route without one serves forward authentication alone (no proxy).
+  upstream: Type.Optional(HttpUrl),
   auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required' }),
   roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+  // Step-up (RFC 9470): the plugin's route policy fields, checked by its checkPolicy (below).
+  maxAge: Type.Optional(Duration()),
+  acr: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
   timeout: Duration('30s'),
   rewritePrefix: Type.Optional(Type.String()),
   forwardToken: Type.Boolean({ default: false }),
-  websocket: Type.Boolean({ default: false })
+  websocket: Type.Boolean({ default: false }),
+  // The upstream also receives x-tokengate-assertion, a JWT for this audience (see assertion.ts).
+  assertion: Type.Optional(Type.Object({ audience: Type.String({ minLength: 1 }) }, { additionalProperties: false }))
+}, { additionalProperties: false })
+
+// Single sign-on through an OpenID Provider (login.oidc); checked further in checkOidcConfig.
+const Oidc = Type.Object({
+  issuer: HttpUrl,
+  clientId: Type.String({ minLength: 1 }),
+  clientSecret: Type.Optional(Type.String({ minLength: 1 })),
+  scopes: Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$' }), { default: ['openid', 'profile', 'email'], minItems: 1, uniqueItems: true }),
+  rolesClaim: Type.Optional(Type.String({ minLength: 1 })),
+  publicUrl: HttpUrl
 }, { additionalProperties: false })
 
 const Limit = (max: number, window: string) => Type.Object({
@@ -67,9 +86,16 @@ export const ConfigSchema = Type.Object({
   login: Type.Object({
     upstream: Type.Optional(HttpUrl),
     usersFile: Type.Optional(Type.String({ minLength: 1 })),
+    oidc: Type.Optional(Oidc),
     timeout: Duration('5s')
   }, { additionalProperties: false }),
   routes: Type.Array(Route, { default: [] }),
+  // Forward authentication for nginx auth_request, Caddy forward_auth, Traefik ForwardAuth (see forward-auth.ts).
+  forwardAuth: Type.Optional(Type.Object({
+    path: Type.String({ pattern: '^/[A-Za-z0-9._~/-]*$', default: '/auth/verify' }),
+    // false: no renewal there, for a proxy that cannot hand new tokens back to the client.
+    refresh: Type.Boolean({ default: true })
+  }, { additionalProperties: false })),
   rateLimit: Type.Object({
     failedLogins: Limit(10, '15m'),
     // Per account, from any IP: an attacker rotating addresses gets no more guesses than this.
@@ -99,6 +125,20 @@ export const ConfigSchema = Type.Object({
 
 export type GatewayConfig = Static<typeof ConfigSchema>
 export type RouteConfig = Static<typeof Route>
+
+/**
+ * A route's policy as the plugin's `config.auth` takes it (checked by its checkPolicy, which anything applying
+ * a route's policy uses): undefined when the route is not 'required'; true when it asks for nothing more.
+ */
+export function routePolicyOf (route: RouteConfig): true | RouteAuthConfig | undefined {
+  if (route.auth !== 'required') return undefined
+  if (route.roles === undefined && route.maxAge === undefined && route.acr === undefined) return true
+  return {
+    ...(route.roles !== undefined ? { roles: route.roles } : {}),
+    ...(route.maxAge !== undefined ? { maxAge: route.maxAge } : {}),
+    ...(route.acr !== undefined ? { acr: route.acr } : {})
+  } as RouteAuthConfig
+}
 
 export { ConfigError }
 
@@ -199,9 +239,13 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
   const config = withDefaults as GatewayConfig
 
   if (config.redis !== undefined) checkRedisConfig(config.redis)
-  if ((config.login.upstream === undefined) === (config.login.usersFile === undefined)) {
+  if (config.login.upstream !== undefined && config.login.usersFile !== undefined) {
     throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile"')
   }
+  if (config.login.upstream === undefined && config.login.usersFile === undefined && config.login.oidc === undefined) {
+    throw new ConfigError('login', 'needs exactly one of "upstream" or "usersFile", or "oidc" (single sign-on), or "oidc" with one of them')
+  }
+  if (config.login.oidc !== undefined) checkOidcConfig(config.login.oidc, config.tokens.transport)
   if (config.login.usersFile !== undefined) config.login.usersFile = path.resolve(baseDir, config.login.usersFile)
   if (config.tokens.secret === undefined && config.tokens.keys === undefined) throw new ConfigError('tokens.secret', 'is required (or tokens.keys)')
   for (const [i, k] of (config.tokens.keys ?? []).entries()) {
@@ -230,8 +274,17 @@ export function parseConfig (input: unknown, opts: { env?: NodeJS.ProcessEnv, ba
     if (r.prefix === '/auth' || r.prefix.startsWith('/auth/')) throw new ConfigError(`routes[${i}].prefix`, 'cannot be under /auth (the gateway serves its own routes there)')
     if (prefixes.has(r.prefix)) throw new ConfigError(`routes[${i}].prefix`, `repeats ${r.prefix}`)
     prefixes.add(r.prefix)
-    if (r.roles !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].roles`, 'needs auth: "required"')
+    for (const field of ['roles', 'maxAge', 'acr'] as const) {
+      if (r[field] !== undefined && r.auth !== 'required') throw new ConfigError(`routes[${i}].${field}`, 'needs auth: "required"')
+    }
+    const checked = checkPolicy(routePolicyOf(r) ?? true, `routes[${i}]`)
+    if ('problem' in checked) {
+      const [, field, problem] = /^(\S+) (.*)$/s.exec(checked.problem)!
+      throw new ConfigError(field, problem)
+    }
   }
+  checkForwardAuth(config)
+  checkAssertions(config)
   // Not a config field: kept off the enumerable keys so a parsed config can be parsed again.
   return Object.defineProperty(config, 'baseDir', { value: baseDir, enumerable: false }) as GatewayConfig & { baseDir: string }
 }

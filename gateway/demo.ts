@@ -1,4 +1,4 @@
-// `npm start`: the gateway from gateway.config.json in front of a small bundled demo upstream, with a
+// `npm start`: the gateway from gateway.config.json (or TOKENGATE_CONFIG) in front of a small bundled demo upstream, with a
 // demo user, the demo page at / (built on tokengate/client), and the curl steps to try it. `--upstream-only [--port N] [--host H] [--name NAME]` runs just
 // the demo upstream (docker-compose uses it for its example services).
 import { randomBytes } from 'node:crypto'
@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
+import type { GatewayConfig } from './config.js'
 import { startGateway } from './server.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.basename(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) === 'dist' ? '../..' : '..')
@@ -35,14 +36,23 @@ const PAGE_HEADERS = {
   'cache-control': 'no-cache'
 }
 
+const htmlAttribute = (s: string): string => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
 /**
  * The demo page: GET / and its assets under /demo/, the client as it ships (dist/client/index.js). Same
- * origin as the gateway's /auth and /api routes, so it needs no CORS.
+ * origin as the gateway's /auth and /api routes, so it needs no CORS. With the gateway's config: "Sign in
+ * with <the provider>" when it has login.oidc, and no password form when single sign-on is its only login.
  */
-export function serveDemoPage (app: FastifyInstance): void {
+export function serveDemoPage (app: FastifyInstance, config?: Pick<GatewayConfig, 'login'>): void {
   const here = path.dirname(fileURLToPath(import.meta.url))
+  let index = readFileSync(path.join(here, 'demo-page', 'index.html'), 'utf8')
+  const oidc = config?.login.oidc
+  if (oidc !== undefined) {
+    index = index.replace('data-sso=""', `data-sso="${htmlAttribute(new URL(oidc.issuer).host)}"`)
+    if (config?.login.usersFile === undefined && config?.login.upstream === undefined) index = index.replace('data-password="true"', 'data-password="false"')
+  }
   const files: Record<string, [string, string]> = {
-    '/': ['text/html; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'index.html'), 'utf8')],
+    '/': ['text/html; charset=utf-8', index],
     '/demo/app.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'app.js'), 'utf8')],
     '/demo/demo.css': ['text/css; charset=utf-8', readFileSync(path.join(here, 'demo-page', 'demo.css'), 'utf8')],
     '/demo/client.js': ['text/javascript; charset=utf-8', readFileSync(path.join(here, '..', 'client', 'index.js'), 'utf8')],
@@ -77,7 +87,8 @@ async function main (args: string[]): Promise<void> {
   }
   const upstream = demoUpstream('demo')
   await upstream.listen({ host: '127.0.0.1', port: Number(env.DEMO_UPSTREAM_PORT ?? 3001) })
-  const configFile = path.join(ROOT, 'gateway.config.json')
+  // TOKENGATE_CONFIG: another config for the demo (e.g. one with login.oidc: the page then offers single sign-on).
+  const configFile = env.TOKENGATE_CONFIG !== undefined && env.TOKENGATE_CONFIG !== '' ? path.resolve(env.TOKENGATE_CONFIG) : path.join(ROOT, 'gateway.config.json')
   const gateway = await startGateway(['--config', configFile], env, serveDemoPage)
   const address = gateway.server.address() as AddressInfo
   const base = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`

@@ -11,10 +11,13 @@ import { parseConfig, type GatewayConfig } from './config.js'
 import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
 import { createMetrics, instrument, serveMetrics } from './metrics.js'
+import { OIDC_CALLBACK, OIDC_LOGIN, registerOidc } from './oidc.js'
 import { closeRedis, createRedis } from './redis.js'
 import { version as packageVersion } from './version.js'
 import { socketRegistry } from './sockets.js'
 import { registerUpstream } from './upstreams.js'
+import { routeAssertions } from './assertion.js'
+import { registerForwardAuth } from './forward-auth.js'
 
 export { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type RouteConfig } from './config.js'
 export { hashPassword, verifyPassword } from './login.js'
@@ -30,8 +33,8 @@ export interface BuildOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
 const AUTH_PREFIX = '/auth'
-/** The routes the per-IP limit counts: logins and every kind of refresh. */
-const LIMITED = new Set([`${AUTH_PREFIX}/login`, `${AUTH_PREFIX}/refresh`, `${AUTH_PREFIX}/token`])
+/** The routes the per-IP limit counts: logins (single sign-on's two steps too) and every kind of refresh. */
+const LIMITED = new Set([`${AUTH_PREFIX}/login`, `${AUTH_PREFIX}/refresh`, `${AUTH_PREFIX}/token`, OIDC_LOGIN, OIDC_CALLBACK])
 
 /** Everything pino must never print. */
 export const REDACT = [
@@ -151,9 +154,10 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   const redis = config.redis !== undefined ? createRedis(config.redis, config.tokens.storeTimeoutMs) : undefined
   const keyPrefix = config.tokens.keyPrefix ?? 'tg'
 
-  const provider: LoginProvider = config.login.upstream !== undefined
+  // A password login (POST /auth/login) with an identity service or a users file; none with single sign-on alone.
+  const provider: LoginProvider | undefined = config.login.upstream !== undefined
     ? upstreamLogin(config.login.upstream, durationMs(config.login.timeout, 'login.timeout'))
-    : usersFileLogin(config.login.usersFile!)
+    : config.login.usersFile !== undefined ? usersFileLogin(config.login.usersFile) : undefined
   const failed = config.rateLimit.failedLogins
   const failedWindowMs = durationMs(failed.window, 'rateLimit.failedLogins.window')
   const failedLogins: FailedLogins = redis !== undefined
@@ -166,7 +170,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     : memoryFailedLogins(perUser.max, perUserWindowMs)
 
   app.addHook('onClose', async () => {
-    await provider.close()
+    await provider?.close()
     if (redis !== undefined) await closeRedis(redis)
   })
 
@@ -203,7 +207,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
         const waits = await Promise.all([failedLogins.blockedFor(key).catch(() => 0), account ? failedPerUser.blockedFor(who).catch(() => 0) : 0])
         const wait = Math.max(...waits)
         if (wait > 0) throw rateLimited(wait)
-        const user = await provider.verify(body, String(request.id))
+        const user = await provider!.verify(body, String(request.id))
         metrics.logins.inc({ result: user === null ? 'failure' : 'success' })
         if (user === null) await Promise.all([failedLogins.fail(key).catch(() => {}), account ? failedPerUser.fail(who).catch(() => {}) : undefined])
         return user
@@ -219,7 +223,20 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     onRevoke: (_userId: string, _sessionId: string, meta: AuditMeta) => { metrics.revocations.inc({ reason: meta.reason ?? 'api' }) },
     onReuseDetected: () => { metrics.reuseDetections.inc() }
   }
+  // Single sign-on alone: no POST /auth/login.
+  if (provider === undefined) delete (tokenOptions.routes as { verifyCredentials?: unknown }).verifyCredentials
   app.register(tokengate, tokenOptions as TokengateOptions)
+
+  if (config.login.oidc !== undefined) {
+    registerOidc(app, {
+      config: config.login.oidc,
+      redis,
+      keyPrefix,
+      timeoutMs: durationMs(config.login.timeout, 'login.timeout'),
+      sessionLifetimeMs: durationMs(config.tokens.maxSessionAge, 'tokens.maxSessionAge') + durationMs(config.tokens.accessTokenTtl, 'tokens.accessTokenTtl'),
+      onLogin: (result) => { metrics.logins.inc({ result }) }
+    })
+  }
 
   // The gateway's own routes, in a scope registered after the OpenAPI plugin, so the document has them.
   app.register(async (scope) => {
@@ -253,7 +270,11 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   }
 
   const sockets = socketRegistry(app)
-  for (const route of config.routes) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets) })
+  const asserts = routeAssertions(config)
+  for (const route of config.routes) {
+    if (route.upstream !== undefined) app.register(async (scope) => { await registerUpstream(scope, route, recorder(`${route.prefix}/*`), sockets, asserts.get(route)) })
+  }
+  if (config.forwardAuth !== undefined) registerForwardAuth(app, config.forwardAuth, config.routes, asserts)
 
   return app
 }

@@ -15,16 +15,21 @@ export interface LoginProvider {
 }
 
 function asUser (value: unknown): UserInfo | null {
-  const v = value as { sub?: unknown, roles?: unknown, claims?: unknown } | null
+  const v = value as { sub?: unknown, roles?: unknown, claims?: unknown, acr?: unknown, amr?: unknown } | null
   if (v === null || typeof v !== 'object' || typeof v.sub !== 'string' || v.sub === '') return null
   const roles = Array.isArray(v.roles) && v.roles.every(r => typeof r === 'string') ? v.roles as string[] : []
   const claims = v.claims !== null && typeof v.claims === 'object' && !Array.isArray(v.claims) ? v.claims as Record<string, unknown> : undefined
-  return { sub: v.sub, roles, claims }
+  const user: UserInfo = { sub: v.sub, roles, claims }
+  // RFC 9470: the authentication's class and methods, when the service says (anything else reads as unknown:
+  // no acr policy admits it).
+  if (typeof v.acr === 'string' && v.acr !== '') user.acr = v.acr
+  if (Array.isArray(v.amr) && v.amr.length > 0 && v.amr.every(m => typeof m === 'string' && m !== '')) user.amr = v.amr as string[]
+  return user
 }
 
 /**
  * The identity-service contract: POST the client's login body as JSON; a 2xx JSON answer
- * `{ sub, roles, claims }` logs the user in, 401/403/404 are bad credentials, anything else (or no
+ * `{ sub, roles, claims, acr, amr }` logs the user in, 401/403/404 are bad credentials, anything else (or no
  * answer) is 502, no answer within the timeout is 504. One undici pool for the service.
  */
 export function upstreamLogin (url: string, timeoutMs: number): LoginProvider {
@@ -96,7 +101,8 @@ export function usersFileLogin (file: string): LoginProvider {
       const user = users.get(username)
       const ok = await verifyPassword(password, user?.passwordHash ?? dummy)
       if (!ok || user === undefined || password === '') return null
-      return { sub: user.sub, roles: user.roles, claims: user.claims }
+      // A password, and nothing else (RFC 8176 "pwd"): no acr.
+      return { sub: user.sub, roles: user.roles, claims: user.claims, amr: ['pwd'] }
     },
     async close () {}
   }

@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { FastifyInstance } from 'fastify'
+import type { GatewayConfig } from './config.js'
 import { hashPasswordCommand, keygen } from './cli.js'
 import { version } from './version.js'
 // The gateway itself (Fastify, ioredis, the plugin) is imported when it starts: the other commands and a
@@ -50,15 +51,15 @@ export function configPath (args: string[], env: NodeJS.ProcessEnv): string {
 
 /**
  * Loads the config, builds the gateway and listens; REDIS_URL fills in redis.url when the config has none.
- * `setup` may add routes before it listens (the demo's page).
+ * `setup` may add routes before it listens (the demo's page), knowing the config.
  */
-export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env, setup?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
+export async function startGateway (args: string[], env: NodeJS.ProcessEnv = process.env, setup?: (app: FastifyInstance, config: GatewayConfig) => void): Promise<FastifyInstance> {
   const file = configPath(args, env)
   const [{ loadConfigFile }, { buildGateway }, { default: closeWithGrace }] = await Promise.all([import('./config.js'), import('./index.js'), import('close-with-grace')])
   const config = loadConfigFile(file, env)
   if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }
   const app = buildGateway(config, { baseDir: config.baseDir, env })
-  setup?.(app)
+  setup?.(app, config)
   await app.listen({ host: config.listen.host, port: config.listen.port })
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'gateway: stopping after an error')
@@ -75,16 +76,43 @@ export async function startGateway (args: string[], env: NodeJS.ProcessEnv = pro
   return app
 }
 
+/**
+ * The arguments of `sessions …`: `--config FILE` (`-c`, `--config=FILE`) and positionals. Not parseArgs: a
+ * session id is base64url and may start with '-', which parseArgs would take for a flag; any other `--flag`
+ * is refused, and `--` ends the flags.
+ */
+function sessionsArgs (args: string[]): { config?: string, positionals: string[] } {
+  let config: string | undefined
+  const positionals: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]
+    if (a === '--') { positionals.push(...args.slice(i + 1)); break }
+    if (a === '--config' || a === '-c') {
+      if (i + 1 >= args.length || args[i + 1] === '') throw new UsageError('--config needs a file name')
+      config = args[++i]
+    } else if (a.startsWith('--config=')) {
+      config = a.slice('--config='.length)
+      if (config === '') throw new UsageError('--config needs a file name')
+    } else if (a.startsWith('--')) {
+      throw new UsageError(`Unknown option '${a.split('=')[0]}'`)
+    } else {
+      positionals.push(a)
+    }
+  }
+  return { config, positionals }
+}
+
 /** `tokengate sessions …` (see sessions-cli.ts): prints its lines, returns the exit code. */
 async function sessions (args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [sub, ...rest] = args
   const arity: Record<string, [number, number]> = { list: [1, 1], revoke: [1, 2], 'revoke-everyone': [0, 0] }
   if (sub === undefined || !(sub in arity)) throw new UsageError(sub === undefined ? 'sessions needs a command: list, revoke or revoke-everyone' : `'sessions ${sub}' is not a command`)
   const [min, max] = arity[sub]
-  const { values, positionals } = parse(rest, { config: { type: 'string', short: 'c' } }, max)
+  const { config: configFlag, positionals } = sessionsArgs(rest)
+  if (positionals.length > max) throw new UsageError(`unexpected argument '${positionals[max]}'`)
   if (positionals.length < min) throw new UsageError(`sessions ${sub} needs ${sub === 'list' ? '<userId>' : '<userId> [<sessionId>]'}`)
   if (positionals.some(p => p === '')) throw new UsageError('an empty user or session id')
-  const file = configPath(values.config === undefined ? [] : ['--config', values.config as string], env)
+  const file = configPath(configFlag === undefined ? [] : ['--config', configFlag], env)
   const [{ loadConfigFile }, { runSessionsCommand }] = await Promise.all([import('./config.js'), import('./sessions-cli.js')])
   const config = loadConfigFile(file, env)
   if (config.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') config.redis = { url: env.REDIS_URL }

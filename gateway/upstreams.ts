@@ -3,8 +3,9 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs } from '../plugin/index.js'
-import type { RouteConfig } from './config.js'
+import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs, type AuthInfo, type RouteAuthConfig } from '../plugin/index.js'
+import { ASSERTION_HEADER, type Assert } from './assertion.js'
+import { routePolicyOf, type RouteConfig } from './config.js'
 import type { Recorder } from './metrics.js'
 import type { SocketRegistry } from './sockets.js'
 
@@ -79,7 +80,7 @@ function spoofed (name: string): boolean {
  * (nor any spelling of a header the gateway sets or strips with `_` for `-`), without the tokens unless
  * forwardToken, plus the verified identity and the request id.
  */
-export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, route: RouteConfig): IncomingHttpHeaders {
+export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, route: RouteConfig, assert?: Assert): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {}
   // reply-from has dropped Connection and the headers it names; the WebSocket path has not.
   const named = namedByConnection(request.headers.connection)
@@ -98,14 +99,24 @@ export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpH
     out[name] = headers[name]
   }
   const auth = request.auth
-  if (auth !== null && route.auth !== 'public') {
-    out['x-user-id'] = auth.userId
-    out['x-user-roles'] = auth.roles.join(',')
-    out['x-session-id'] = auth.sessionId
-    if (auth.jkt !== undefined) out['x-user-jkt'] = auth.jkt
-  }
+  if (auth !== null && route.auth !== 'public') identityHeaders(out, auth, assert)
   out['x-request-id'] = request.id
   return out
+}
+
+/** The verified identity as an upstream receives it (and forward authentication answers it). */
+export function identityHeaders (out: Record<string, string | string[] | undefined>, auth: AuthInfo, assert?: Assert): void {
+  out['x-user-id'] = auth.userId
+  out['x-user-roles'] = auth.roles.join(',')
+  out['x-session-id'] = auth.sessionId
+  if (auth.jkt !== undefined) out['x-user-jkt'] = auth.jkt
+  if (assert !== undefined) out[ASSERTION_HEADER] = assert(auth)
+}
+
+/** A route's `config.auth` for the plugin: its policy, or undefined for an optional or public route. */
+/** A route's policy, as its proxied route and forward authentication apply it (roles, maxAge, acr). */
+export function routeAuth (route: RouteConfig): true | RouteAuthConfig | undefined {
+  return routePolicyOf(route)
 }
 
 function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { statusCode?: number, code?: string } }): void {
@@ -118,7 +129,7 @@ function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { st
  * Registers one route of the table; `record` counts its requests (see metrics.ts); `sockets` learns the
  * sessions of its WebSocket upgrades, to close them when the session is revoked.
  */
-export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder, sockets: SocketRegistry): Promise<void> {
+export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder, sockets: SocketRegistry, assert?: Assert): Promise<void> {
   if (route.websocket) {
     app.addHook('onRoute', (r) => {
       const existing = r.onRequest === undefined ? [] : Array.isArray(r.onRequest) ? r.onRequest : [r.onRequest]
@@ -130,7 +141,7 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     })
   }
   const timeoutMs = durationMs(route.timeout, 'timeout')
-  const auth = route.auth === 'required' ? (route.roles !== undefined && route.roles.length > 0 ? { roles: route.roles } : true) : undefined
+  const auth = routeAuth(route)
   await app.register(httpProxy, {
     upstream: route.upstream,
     prefix: route.prefix,
@@ -142,7 +153,7 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     disableRequestLogging: true,
     undici: { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
     replyOptions: {
-      rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => upstreamHeaders(request, headers, route),
+      rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => upstreamHeaders(request, headers, route, assert),
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => clientHeaders(headers, request.id),
       // Counted when the upstream's answer arrives (latency to its headers); errors are counted in onError.
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { stream: unknown }) => {
@@ -154,7 +165,7 @@ export async function registerUpstream (app: FastifyInstance, route: RouteConfig
     wsHooks: { onConnect: sockets.onConnect },
     wsClientOptions: {
       rewriteRequestHeaders: (_headers: unknown, request: FastifyRequest) => {
-        const h = upstreamHeaders(request, request.headers, route)
+        const h = upstreamHeaders(request, request.headers, route, assert)
         // The WebSocket client writes its own handshake headers.
         for (const name of ['host', 'connection', 'upgrade', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'content-length']) h[name] = undefined
         return Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined))

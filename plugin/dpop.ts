@@ -10,6 +10,7 @@ import { decodeJwt, decodeProtectedHeader, type JWK } from 'jose'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { DpopInvalidError, DpopNonceError } from './errors.js'
 import { sha256 } from './tokens.js'
+import { kForwarded } from './transport.js'
 
 /** JWS algorithms a proof may use; 'EdDSA' admits Ed25519 proofs under either name (RFC 9864). */
 export type DpopAlgorithm = 'ES256' | 'ES384' | 'ES512' | 'EdDSA' | 'Ed25519' | 'PS256' | 'RS256'
@@ -23,8 +24,11 @@ export interface DpopSettings {
   clockToleranceMs: number
 }
 
-/** A verified proof: the key's thumbprint, and what its replay check needs (its jti is claimed by `claim`). */
-export interface Proof { jkt: string, jti: string, iat: number }
+/**
+ * A verified proof: the key's thumbprint, what its replay check needs (its jti is claimed by `claim`), and the
+ * access-token hash it names, if any (checked by `verify` when it is given the token).
+ */
+export interface Proof { jkt: string, jti: string, iat: number, ath?: string }
 
 /** Remembers proof ids for a while: true the first time an id is seen within `ttlMs`. */
 export type ClaimProof = (id: string, ttlMs: number) => Promise<boolean> | boolean
@@ -159,10 +163,12 @@ export class Dpop {
     if (typeof header !== 'string' || header.includes(',')) throw new DpopInvalidError('exactly one DPoP header is required')
     const proof = this.verifyJws(header)
     const { jwt, jkt } = proof
-    // 7–8. The method and the URL as the client saw it (behind trustProxy, Fastify's protocol and host).
-    if (jwt.htm !== request.method) throw new DpopInvalidError('htm does not match the request method')
+    // 7–8. The method and the URL as the client saw it (behind trustProxy, Fastify's protocol and host); on a
+    // forward-authentication route, those of the request it asks about.
+    const forwarded = request[kForwarded]
+    if (jwt.htm !== (forwarded?.method ?? request.method)) throw new DpopInvalidError('htm does not match the request method')
     if (typeof jwt.htu !== 'string') throw new DpopInvalidError('htu is missing')
-    const uri = requestUri(request)
+    const uri = forwarded == null ? requestUri(request) : withoutQuery(forwarded.url)
     if (jwt.htu !== uri && !sameUri(jwt.htu, uri)) throw new DpopInvalidError('htu does not match the request URL')
     // 10. A nonce of ours, when nonces are on.
     if (this.settings.nonce && !this.validNonce(jwt.nonce)) throw new DpopNonceError()
@@ -175,7 +181,7 @@ export class Dpop {
       if (typeof jwt.ath !== 'string' || !sameString(jwt.ath, accessTokenHash(accessToken))) throw new DpopInvalidError('ath does not match the access token')
     }
     if (typeof jwt.jti !== 'string' || jwt.jti === '' || jwt.jti.length > 256) throw new DpopInvalidError('jti is missing')
-    return { jkt, jti: jwt.jti, iat: jwt.iat }
+    return { jkt, jti: jwt.jti, iat: jwt.iat, ...(typeof jwt.ath === 'string' ? { ath: jwt.ath } : {}) }
   }
 
   /** The replay check, last: a proof is used once within its window (rejects with TOKENGATE_DPOP_INVALID). */
@@ -290,6 +296,11 @@ export function requestUri (request: FastifyRequest): string {
   const url = request.url
   const q = url.indexOf('?')
   return `${request.protocol}://${request.host}${q < 0 ? url : url.slice(0, q)}`
+}
+
+function withoutQuery (url: string): string {
+  const end = url.search(/[?#]/)
+  return end < 0 ? url : url.slice(0, end)
 }
 
 /** RFC 9449 §4.3: htu and the request URI compared without query and fragment, after URL normalisation. */

@@ -13,12 +13,15 @@ export const DpopInvalidError = createError('TOKENGATE_DPOP_INVALID', 'Invalid D
 export const DpopNonceError = createError('TOKENGATE_DPOP_NONCE', 'The DPoP proof must carry the server nonce given in DPoP-Nonce', 401, Error, false)
 export const BadCredentialsError = createError('TOKENGATE_BAD_CREDENTIALS', 'Invalid credentials', 401, Error, false)
 export const BadRequestError = createError('TOKENGATE_BAD_REQUEST', 'Bad request: %s', 400, Error, false)
+/** A route's maxAge or acr (RFC 9470) not met by the token's authentication: carries what the route requires, for the challenge. */
+export const StepUpRequiredError = createError('TOKENGATE_STEP_UP_REQUIRED', 'Step-up authentication required: %s', 401, Error, false)
 export const ForbiddenError = createError('TOKENGATE_FORBIDDEN', 'Insufficient role for this resource', 403, Error, false)
 export const CsrfError = createError('TOKENGATE_CSRF', 'Missing or mismatched x-csrf-token header for a cookie-authenticated request', 403, Error, false)
 export const SessionNotFoundError = createError('TOKENGATE_SESSION_NOT_FOUND', 'Session not found', 404, Error, false)
 export const RateLimitedError = createError('TOKENGATE_RATE_LIMITED', 'Too many requests, retry later', 429, Error, false)
 export const StoreUnavailableError = createError('TOKENGATE_STORE_UNAVAILABLE', 'The session store is unavailable', 503, Error, false)
 export const UpstreamUnavailableError = createError('TOKENGATE_UPSTREAM_UNAVAILABLE', 'The upstream service is unavailable', 502, Error, false)
+export const OidcFailedError = createError('TOKENGATE_OIDC_FAILED', 'Single sign-on failed: %s', 401, Error, false)
 export const UpstreamTimeoutError = createError('TOKENGATE_UPSTREAM_TIMEOUT', 'The upstream service did not answer in time', 504, Error, false)
 
 export type TokengateError = FastifyError & { code: string, statusCode: number }

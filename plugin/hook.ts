@@ -11,7 +11,7 @@ import { CsrfError, DpopInvalidError, RefreshExpiredError, RefreshInvalidError, 
 import { kAuthError, kDpopScheme } from './guards.js'
 import type { ResolvedOptions } from './options.js'
 import type { AuthInfo, Sessions, Verified } from './sessions.js'
-import { kByCookie, requestMeta, type Transport } from './transport.js'
+import { kByCookie, kForwarded, requestMeta, type ForwardedRequest, type Transport } from './transport.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -20,10 +20,21 @@ declare module 'fastify' {
   }
 }
 
-/** Per-route marks set by tokengate's own routes: the hook leaves refresh tokens (and proofs, and CSRF) to them. */
-export type RouteMark = 'login' | 'refresh'
+/**
+ * Per-route marks. tokengate's own login and refresh routes: the hook leaves refresh tokens (and proofs, and
+ * CSRF) to them. A forward-authentication route (the gateway's): the hook authenticates the request as usual,
+ * but checks CSRF and DPoP proofs against the request it asks about, which `forwarded` gives (null: none, or
+ * none to authenticate; the request is then left anonymous).
+ */
+export type RouteMark = 'login' | 'refresh' | ForwardMark
+export interface ForwardMark {
+  forwarded: (request: FastifyRequest) => ForwardedRequest | null
+  /** false: the refresh hook does not renew here (for a proxy that cannot hand new tokens back to the client). */
+  refresh?: boolean
+}
 
-export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport: Transport, dpop?: Dpop) {
+/** `forwardPaths`: the paths of routes with a ForwardMark (filled as they are registered), where the mark is read. */
+export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport: Transport, dpop: Dpop | undefined, forwardPaths: readonly string[]) {
   const renewExpired = opts.renewExpiredRefresh
   const beforeRefresh = opts.beforeRefresh
   const tokens = sessions.tokens
@@ -148,17 +159,35 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
     else settle(checked)
   }
 
-  // Only tokengate's own routes carry a mark, and they live under the prefix: the (allocating)
-  // request.routeOptions getter is read for those alone.
+  // Only tokengate's own routes (under the prefix) and forward-authentication routes carry a mark: the
+  // (allocating) request.routeOptions getter is read for those alone.
   const markedPrefix = opts.routes?.prefix
+  const marked = (url: string): boolean => {
+    if (markedPrefix !== undefined && url.startsWith(markedPrefix)) return true
+    for (let i = 0; i < forwardPaths.length; i++) if (url.startsWith(forwardPaths[i])) return true
+    return false
+  }
   return function tokengateOnRequest (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    const { access, refresh, byCookie, dpop: dpopScheme } = transport.read(request)
+    const presented = transport.read(request)
+    const { access, byCookie, dpop: dpopScheme } = presented
+    let refresh = presented.refresh
     if (access === undefined && refresh === undefined) { done(); return }
     if (dpopScheme) request[kDpopScheme] = true
     if (byCookie) request[kByCookie] = true
 
-    const mark = markedPrefix !== undefined && request.url.startsWith(markedPrefix) ? request.routeOptions.config?.tokengate : undefined
-    if (mark !== undefined) { onMarkedRoute(request, access, done); return }
+    const mark = marked(request.url) ? request.routeOptions.config?.tokengate : undefined
+    if (typeof mark === 'object') {
+      const forwarded = mark.forwarded(request)
+      if (forwarded === null) { done(); return }
+      request[kForwarded] = forwarded
+      if (mark.refresh === false) {
+        refresh = undefined
+        if (access === undefined) { done(); return }
+      }
+    } else if (mark !== undefined) {
+      onMarkedRoute(request, access, done)
+      return
+    }
 
     if (access !== undefined) {
       // 1. The token: its signature (cached once verified), before anything else.

@@ -1,8 +1,10 @@
 // tokengate: JWT access tokens, rotating refresh sessions in Redis, the refresh hook and logout.
 // fp(): options → tokens, store, revocation feed → hook, routes, decorators.
+import { createHmac } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
+import { kBridge } from './bridge.js'
 import { Dpop } from './dpop.js'
 import { authenticate, checkPolicy, closedRoute, kAuthError, kDpopAlgs, kDpopScheme, routePolicy, type RouteAuthConfig } from './guards.js'
 import { buildHook } from './hook.js'
@@ -15,7 +17,7 @@ import { Sessions, type AuthInfo, type SessionInfo, type TokenPair } from './ses
 import { MemoryStore, RedisStore, type SessionStore } from './store/index.js'
 import { redisAddress } from './store/redis-address.js'
 import { Tokens } from './tokens.js'
-import { kByCookie, transport } from './transport.js'
+import { kByCookie, kForwarded, requestMeta, transport } from './transport.js'
 
 export interface TokengateApi {
   /** Starts a session for a user and returns its first token pair. */
@@ -66,8 +68,9 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /**
-     * Per-route auth: true or { roles: [at least one] }: 401 unless authenticated, 403 without one of the
-     * roles. Anything else makes app.ready() fail, naming the route.
+     * Per-route auth: true, or { roles?, maxAge?, acr? } with at least one of them: 401 unless authenticated,
+     * 403 without one of the roles, 401 TOKENGATE_STEP_UP_REQUIRED when the authentication is older than
+     * maxAge or its acr is not one of acr. Anything else makes app.ready() fail, naming the route and field.
      */
     auth?: boolean | RouteAuthConfig
   }
@@ -113,6 +116,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
   app.decorateRequest(kAuthError, null)
   app.decorateRequest(kByCookie, false)
   app.decorateRequest(kDpopScheme, false)
+  app.decorateRequest(kForwarded, null)
   app.decorate(kDpopAlgs, dpop?.algs ?? null)
 
   const api: TokengateApi = {
@@ -129,6 +133,16 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     onRevokedBefore: (listener) => revocations.onEpoch(listener)
   }
   app.decorate('tokengate', api)
+  app.decorate(kBridge, {
+    startCookieSession: async (request, reply, user, providerSessionId) => {
+      const pair = await sessions.issue(user, requestMeta(request), undefined, providerSessionId)
+      tokenTransport.setCookies(reply, pair, pair.refreshExpiresIn, pair.sessionId)
+      return pair
+    },
+    revokeSession: async (userId, sessionId, reason) => await sessions.revokeSession(userId, sessionId, { reason }),
+    revokeAll: async (userId, reason) => await sessions.revokeAll(userId, { reason }),
+    keyFor: (label) => createHmac('sha256', tokens.secretMaterial).update(label).digest()
+  })
   app.decorate('authenticate', authenticate as onRequestHookHandler)
 
   // Per-route policy: config: { auth: true | { roles } } adds one hook that runs after tokengate's own. A
@@ -162,7 +176,13 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     if (badPolicies.length > 0) throw new Error(`tokengate: invalid auth policy: ${badPolicies.join('; ')}`)
   })
 
-  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop))
+  // Forward-authentication routes (config.tokengate = { forwarded }): the hook reads their mark by path.
+  const forwardPaths: string[] = []
+  app.addHook('onRoute', (route) => {
+    const mark = (route.config as { tokengate?: unknown } | undefined)?.tokengate
+    if (typeof mark === 'object' && mark !== null && !forwardPaths.includes(route.url)) forwardPaths.push(route.url)
+  })
+  app.addHook('onRequest', buildHook(opts, sessions, tokenTransport, dpop, forwardPaths))
 
   // A route declared before tokengate loaded (app.register(tokengate) not awaited) was never seen by the
   // onRoute hook above; its config.auth holds all the same, checked here at its first request (an invalid
@@ -210,7 +230,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
-export { authOf, requireRoles, type RouteAuthConfig } from './guards.js'
+export { authOf, authPolicy, checkPolicy, policyError, requireAuth, requireRoles, routePolicy, type CheckedPolicy, type Policy, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'
 export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'
 export { thumbprint as jwkThumbprint, type DpopAlgorithm } from './dpop.js'

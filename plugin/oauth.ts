@@ -226,6 +226,9 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
         sid: refresh.sessionId,
         exp: Math.floor(refresh.expiresAt / 1000),
         roles: live.roles,
+        auth_time: Math.floor(live.authTime / 1000),
+        ...(live.acr !== undefined ? { acr: live.acr } : {}),
+        ...(live.amr !== undefined ? { amr: live.amr } : {}),
         ...(opts.issuer !== undefined ? { iss: opts.issuer } : {}),
         ...(live.jkt !== undefined ? { cnf: { jkt: live.jkt } } : {})
       }
@@ -242,6 +245,10 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
       exp: payload.exp,
       iat: payload.iat,
       roles: payload.roles,
+      // RFC 9470 §6.2: what a resource server needs to ask for a step-up itself.
+      ...(typeof payload.auth_time === 'number' ? { auth_time: payload.auth_time } : {}),
+      ...(payload.acr !== undefined ? { acr: payload.acr } : {}),
+      ...(payload.amr !== undefined ? { amr: payload.amr } : {}),
       ...(payload.iss !== undefined ? { iss: payload.iss } : {}),
       ...(payload.aud !== undefined ? { aud: payload.aud } : {}),
       ...(payload.cnf !== undefined ? { cnf: payload.cnf } : {})

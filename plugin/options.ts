@@ -103,6 +103,10 @@ export interface UserInfo {
   sub: string
   roles?: string[]
   claims?: Record<string, unknown>
+  /** The authentication context class this login achieved (RFC 9470 `acr`), e.g. 'mfa': access tokens carry it. */
+  acr?: string
+  /** The authentication methods used (RFC 8176 `amr`), e.g. ['pwd', 'otp']: access tokens carry them. */
+  amr?: string[]
 }
 
 export interface RequestMeta {

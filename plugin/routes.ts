@@ -1,7 +1,7 @@
 // /login /refresh /logout /logout-all /sessions under routes.prefix, with TypeBox schemas.
 import { Type, type TSchema } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Dpop, Proof } from './dpop.js'
+import { accessTokenHash, type Dpop, type Proof } from './dpop.js'
 import { BadCredentialsError, BadRequestError, CsrfError, DpopInvalidError, RefreshInvalidError, SessionNotFoundError, type TokengateError } from './errors.js'
 import { authenticate, challenge } from './guards.js'
 import type { RouteMark } from './hook.js'
@@ -131,7 +131,7 @@ export function registerRoutes (
       config: mark('login'),
       bodyLimit: BODY_LIMIT,
       schema: {
-        summary: 'Log in: a session, and its first token pair (a DPoP proof binds the session to its key)',
+        summary: 'Log in: a session, and its first token pair (a DPoP proof binds the session to its key); with a valid access token of a live session of the same user, that session re-authenticated (RFC 9470 step-up)',
         tags: ['auth'],
         body: opts.routes.loginBody ?? DEFAULT_LOGIN_BODY,
         response: {
@@ -153,7 +153,14 @@ export function registerRoutes (
       const user = await sessions.userCallback('verifyCredentials', () => verifyCredentials(request.body, request))
       if (user === null || user === undefined) throw new BadCredentialsError()
       if (proof !== null) await dpop!.claim(proof)
-      const pair = await sessions.issue(user as UserInfo, requestMeta(request), proof?.jkt)
+      // A login made with a valid access token of a live session of the same user (the hook has checked it,
+      // revocation included) re-authenticates that session; a bound one only with a proof by its key that
+      // names the token. Anything else (another user, no such session, another key) starts a new session.
+      const auth = request.auth
+      const reauth = auth !== null && (auth.jkt === undefined || (proof !== null && proof.jkt === auth.jkt && proof.ath !== undefined && proof.ath === accessTokenHash(auth.token)))
+        ? await sessions.reauthenticate(auth, user as UserInfo, requestMeta(request), proof?.jkt)
+        : null
+      const pair = reauth ?? await sessions.issue(user as UserInfo, requestMeta(request), proof?.jkt)
       return sendPair(reply, pair, loginByCookie(request))
     }))
   }

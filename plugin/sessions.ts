@@ -35,6 +35,11 @@ export interface AuthInfo {
   token: string
   /** The DPoP key thumbprint (cnf.jkt) a bound token is confirmed by; absent on Bearer tokens. */
   jkt?: string
+  /** When the user last authenticated in this session (seconds since the epoch: the token's auth_time). */
+  authTime: number
+  /** The authentication context class and methods of that authentication (the token's acr and amr), when known. */
+  acr?: string
+  amr?: readonly string[]
 }
 
 export interface SessionInfo {
@@ -119,8 +124,8 @@ export class Sessions {
     }
   }
 
-  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'authTime' | 'jkt'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
-    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims }, sessionId, record.createdAt, record.authTime, now, record.jkt)
+  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'authTime' | 'jkt' | 'acr' | 'amr'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+    const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims, acr: record.acr, amr: record.amr }, sessionId, record.createdAt, record.authTime, now, record.jkt)
     return {
       accessToken: access.token,
       refreshToken,
@@ -131,14 +136,12 @@ export class Sessions {
     }
   }
 
-  /** Starts a session; `jkt` binds it to the DPoP key a proof of the login request showed. */
-  async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair> {
-    if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
-      throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
-    }
-    if (user.roles !== undefined && (!Array.isArray(user.roles) || !user.roles.every(r => typeof r === 'string'))) {
-      throw new TypeError('tokengate.issue(user): user.roles must be an array of strings')
-    }
+  /**
+   * Starts a session; `jkt` binds it to the DPoP key a proof of the login request showed; `providerSessionId`
+   * is the OpenID provider's session (`sid`) it was started from (gateway single sign-on).
+   */
+  async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string, providerSessionId?: string): Promise<TokenPair> {
+    const { acr, amr } = checkUser(user)
     const now = Date.now()
     const sessionId = newId()
     const refreshId = newId()
@@ -155,7 +158,10 @@ export class Sessions {
       userAgent: meta.userAgent?.slice(0, MAX_USER_AGENT),
       roles,
       claims,
-      ...(jkt !== undefined ? { jkt } : {})
+      ...(jkt !== undefined ? { jkt } : {}),
+      ...(acr !== undefined ? { acr } : {}),
+      ...(amr !== undefined ? { amr } : {}),
+      ...(providerSessionId !== undefined ? { providerSessionId } : {})
     }, this.times(now, user.sub), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
@@ -164,7 +170,45 @@ export class Sessions {
       await this.publish(evicted, user.sub)
       for (const id of evicted) await this.audit(this.opts.onRevoke, 'onRevoke', user.sub, id, { ...meta, reason: 'limit' })
     }
-    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now, authTime: now, jkt }, refreshToken, refreshExpiresAt, now)
+    return this.pair(user.sub, sessionId, { roles, claims, createdAt: now, authTime: now, jkt, acr, amr }, refreshToken, refreshExpiresAt, now)
+  }
+
+  /**
+   * Re-authentication (RFC 9470 step-up): a login made with a valid access token of a live session of the same
+   * user gives THAT session a new authentication (time, acr, amr, roles, claims) and a rotated refresh token
+   * whose predecessor counts as the previous one (the grace window). `jkt` is the DPoP key the login proved
+   * (a bound session needs it). Resolves to null when the session cannot be re-authenticated (gone, bound to
+   * another key, a store without reauthenticate(), or rotateRefreshTokens off: its refresh token must stay the
+   * same, and with no grace window the others' copy would read as reuse): the caller then starts a new
+   * session, as any login does.
+   */
+  async reauthenticate (auth: AuthInfo, user: UserInfo, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair | null> {
+    const { acr, amr } = checkUser(user)
+    const store = this.store
+    if (user.sub !== auth.userId || store.reauthenticate === undefined || !this.opts.rotateRefreshTokens) return null
+    const reauthenticate = store.reauthenticate.bind(store)
+    const { userId, sessionId } = auth
+    const now = Date.now()
+    const roles = user.roles ?? []
+    const claims = ownClaims(user.claims)
+    const r = await this.stored('reauthenticate', async () => await reauthenticate({
+      ...this.times(now, userId),
+      userId,
+      sessionId,
+      successorOf: (current) => hashRefreshId(this.tokens.reauthSuccessorId(sessionId, current)),
+      roles,
+      claims,
+      ...(acr !== undefined ? { acr } : {}),
+      ...(amr !== undefined ? { amr } : {}),
+      ...(jkt !== undefined ? { jkt } : {})
+    }))
+    if (r.status !== 'ok') return null
+    // The token a refresh of the previous one within the grace window also gets (same id, parent and expiry).
+    const refreshToken = this.tokens.makeRefresh({
+      userId, sessionId, refreshId: this.tokens.reauthSuccessorId(sessionId, r.previousHash), parentHash: r.previousHash, expiresAt: r.record.refreshExpiresAt
+    })
+    await this.audit(this.opts.onIssue, 'onIssue', userId, sessionId, { ...meta, reason: 'reauthenticate' })
+    return this.pair(userId, sessionId, r.record, refreshToken, r.record.refreshExpiresAt, now)
   }
 
   /** Checks a refresh token without the store: format, MAC and expiry. */
@@ -183,12 +227,12 @@ export class Sessions {
     // deletion in a failover.
     if (this.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
     const rotate = this.opts.rotateRefreshTokens
-    const successorId = rotate ? this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex) : parts.refreshId
+    let successorId = rotate ? this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex) : parts.refreshId
     let fresh: Pick<UserInfo, 'roles' | 'claims'> | null | undefined
     const refreshClaims = this.opts.refreshClaims
     if (refreshClaims !== undefined) fresh = await this.userCallback('refreshClaims', () => refreshClaims(parts.userId, parts.sessionId))
     const presentedHash = hashRefreshId(parts.refreshId)
-    const r = await this.stored('refresh', async () => await this.store.rotate({
+    const rotateInput = {
       ...this.times(now, parts.userId),
       userId: parts.userId,
       sessionId: parts.sessionId,
@@ -199,9 +243,18 @@ export class Sessions {
       graceMs: this.opts.reuseGraceMs,
       roles: fresh?.roles,
       claims: fresh?.claims === undefined ? undefined : ownClaims(fresh.claims),
-      jkt
-    }))
-    if (r.status === 'missing') throw new RefreshInvalidError()
+      jkt,
+      reportSuccessorMismatch: rotate
+    }
+    let r = await this.stored('refresh', async () => await this.store.rotate(rotateInput))
+    if (r.status === 'successor') {
+      // The previous token of a session re-authenticated within the grace window: its successor is the one the
+      // re-authentication derived from this token's hash (the login's answer got the same token).
+      successorId = this.tokens.reauthSuccessorId(parts.sessionId, presentedHash)
+      const again = { ...rotateInput, successorHash: hashRefreshId(successorId), reportSuccessorMismatch: false }
+      r = await this.stored('refresh', async () => await this.store.rotate(again))
+    }
+    if (r.status === 'missing' || r.status === 'successor') throw new RefreshInvalidError()
     if (r.status === 'key') throw new DpopInvalidError(jkt === undefined ? 'the session is bound to a DPoP key: a proof is required' : 'the session is bound to another DPoP key')
     if (r.status === 'reused') {
       const auditMeta = { ...meta, reason: 'reuse' }
@@ -268,7 +321,11 @@ export class Sessions {
       roles: Object.freeze(Array.isArray(payload.roles) ? [...payload.roles] : []),
       claims: Object.freeze(claims),
       token,
-      ...(typeof payload.cnf?.jkt === 'string' ? { jkt: payload.cnf.jkt } : {})
+      ...(typeof payload.cnf?.jkt === 'string' ? { jkt: payload.cnf.jkt } : {}),
+      // (A token without auth_time reads as authenticated at the epoch: no maxAge policy admits it.)
+      authTime: typeof payload.auth_time === 'number' ? payload.auth_time : 0,
+      ...(typeof payload.acr === 'string' ? { acr: payload.acr } : {}),
+      ...(Array.isArray(payload.amr) ? { amr: Object.freeze(payload.amr.filter((m): m is string => typeof m === 'string')) } : {})
     })
   }
 
@@ -393,6 +450,25 @@ export class Sessions {
       return info
     })
   }
+}
+
+/**
+ * Checks what issue() and a login's verifyCredentials give (a TypeError naming the field otherwise); returns
+ * its acr and amr (null reads as none).
+ */
+function checkUser (user: UserInfo): { acr?: string, amr?: string[] } {
+  if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
+    throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
+  }
+  if (user.roles !== undefined && (!Array.isArray(user.roles) || !user.roles.every(r => typeof r === 'string'))) {
+    throw new TypeError('tokengate.issue(user): user.roles must be an array of strings')
+  }
+  const { acr, amr } = user as { acr?: unknown, amr?: unknown }
+  if (acr != null && (typeof acr !== 'string' || acr === '')) throw new TypeError('tokengate.issue(user): user.acr must be a non-empty string')
+  if (amr != null && (!Array.isArray(amr) || !amr.every(m => typeof m === 'string' && m !== ''))) {
+    throw new TypeError('tokengate.issue(user): user.amr must be an array of non-empty strings')
+  }
+  return { ...(acr != null ? { acr: acr as string } : {}), ...(amr != null ? { amr: [...amr as string[]] } : {}) }
 }
 
 function ownClaims (claims: Record<string, unknown> | undefined): Record<string, unknown> {

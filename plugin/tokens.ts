@@ -7,7 +7,7 @@ import type { ResolvedOptions, UserInfo } from './options.js'
 
 /** Claims tokengate sets itself; a user's `claims` cannot override them. */
 export const RESERVED_CLAIMS: ReadonlySet<string> = new Set([
-  'iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'sid', 'auth_time', 'roles', 'typ', 'kid', 'alg', 'cnf', 'client_id', 'scope'
+  'iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'sid', 'auth_time', 'acr', 'amr', 'roles', 'typ', 'kid', 'alg', 'cnf', 'client_id', 'scope'
 ])
 
 export interface AccessPayload {
@@ -18,6 +18,9 @@ export interface AccessPayload {
   exp: number
   auth_time: number
   roles: string[]
+  /** The authentication context class and methods of the session's last authentication (RFC 9470), when known. */
+  acr?: string
+  amr?: string[]
   iss?: string
   aud?: string | string[]
   /** The DPoP key a bound token is confirmed by (RFC 9449 §6). */
@@ -194,7 +197,7 @@ export class Tokens {
     return this.refreshKeys[0].successor
   }
 
-  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & { claims: Record<string, unknown> }, sessionId: string, startedMs: number, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
+  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & Pick<UserInfo, 'acr' | 'amr'> & { claims: Record<string, unknown> }, sessionId: string, startedMs: number, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
     const iat = Math.floor(now / 1000)
     // No token of a session outlives its start + maxSessionAge.
     const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((startedMs + this.opts.maxSessionAgeMs) / 1000))
@@ -206,6 +209,8 @@ export class Tokens {
     payload.iat = iat
     payload.exp = expSec
     payload.auth_time = Math.floor(authTimeMs / 1000)
+    if (user.acr !== undefined) payload.acr = user.acr
+    if (user.amr !== undefined) payload.amr = user.amr
     payload.roles = user.roles
     if (jkt !== undefined) payload.cnf = { jkt }
     return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat) }
@@ -276,6 +281,16 @@ export class Tokens {
    */
   successorId (sessionId: string, refreshId: string, keyIndex = 0): string {
     return createHmac('sha256', this.refreshKeys[keyIndex].successor).update(`${sessionId}.${refreshId}`).digest('base64url').slice(0, 22)
+  }
+
+  /**
+   * The successor a re-authentication gives a session: derived from the HASH of its current refresh id (all
+   * the store keeps), under the signing key's successor key; as unknowable without the key. A refresh of the
+   * previous token within the grace window derives the same one from the token it presents (`sid.h.<hash>`
+   * cannot collide with `sid.<id>`: ids and hashes hold no dot).
+   */
+  reauthSuccessorId (sessionId: string, refreshHash: string): string {
+    return createHmac('sha256', this.refreshKeys[0].successor).update(`${sessionId}.h.${refreshHash}`).digest('base64url').slice(0, 22)
   }
 }
 

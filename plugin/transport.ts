@@ -28,13 +28,23 @@ export const corsHeaders = Object.freeze({
 /** Whether the request's tokens came by cookie (answers then go by cookie). */
 export const kByCookie = Symbol('tokengate.byCookie')
 
+/**
+ * The request another proxy asks about (forward authentication): its method and its URL as the client
+ * addressed it (absolute). Set by the hook on routes marked for it; the CSRF and DPoP checks read it.
+ */
+export interface ForwardedRequest { method: string, url: string }
+export const kForwarded = Symbol('tokengate.forwarded')
+
 declare module 'fastify' {
   interface FastifyRequest {
     [kByCookie]: boolean
+    [kForwarded]: ForwardedRequest | null
   }
 }
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+/** RFC 9110 §9.2.1: a forwarded request's method is checked unless it is one of these (WebDAV's are not). */
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 export interface PresentedTokens {
   access?: string
@@ -48,8 +58,9 @@ export interface Transport {
   /** The tokens a request carries: headers first (unless transport is ['cookie'] alone), then (cookie transport) the cookies. */
   read: (request: FastifyRequest) => PresentedTokens
   /**
-   * Whether a cookie-authenticated unsafe request carries x-csrf-token equal to the tg_csrf cookie and to the
-   * CSRF token of `sessionId` (a MAC of it): another session's token, or a planted one, does not pass.
+   * Whether a cookie-authenticated unsafe request (by its forwarded method on a forward-authentication route)
+   * carries x-csrf-token equal to the tg_csrf cookie and to the CSRF token of `sessionId` (a MAC of it): another
+   * session's token, or a planted one, does not pass.
    */
   csrfOk: (request: FastifyRequest, sessionId: string) => boolean
   /** After a refused CSRF check: sets the session's own tg_csrf again when the browser's cookie was another one. */
@@ -154,7 +165,10 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: 
     },
 
     csrfOk (request, sessionId) {
-      if (!UNSAFE.has(request.method)) return true
+      // On a forward-authentication route, the method of the request it asks about (any of the methods a proxy
+      // may pass on that is not safe).
+      const forwarded = request[kForwarded]
+      if (forwarded == null ? !UNSAFE.has(request.method) : SAFE.has(forwarded.method)) return true
       const header = request.headers[CSRF_HEADER]
       const cookie = cookieJar(request)?.[CSRF_COOKIE]
       return typeof header === 'string' && typeof cookie === 'string' && cookie !== '' && sameString(header, cookie) && tokens.csrfValid(sessionId, header)

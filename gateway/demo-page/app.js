@@ -1,9 +1,70 @@
-// The demo page's script. Everything it does with the session goes through tokengate/client, served by
-// the demo at /demo/client.js exactly as the package ships it (dist/client/index.js).
+// The demo page's script. A password login goes through tokengate/client, served by the demo at
+// /demo/client.js exactly as the package ships it (dist/client/index.js). With single sign-on (the gateway's
+// login.oidc) the page offers "Sign in with …": the gateway starts that session itself, in its HttpOnly tg_*
+// cookies, and the page uses it with fetch (the cookies go along; unsafe methods send x-csrf-token).
 import { createClient } from '/demo/client.js'
 
-const auth = createClient({ key: 'tokengate-demo' }) // baseUrl: this page's origin; tokens in localStorage
 const $ = (id) => document.getElementById(id)
+const byPassword = createClient({ key: 'tokengate-demo' }) // baseUrl: this page's origin; tokens in localStorage
+
+/** The session single sign-on started, in cookies: what the page needs of a client, with fetch. */
+function cookieSession () {
+  const csrf = () => decodeURIComponent(/(?:^|;\s*)tg_csrf=([^;]*)/.exec(document.cookie)?.[1] ?? '')
+  const listeners = new Set()
+  let signedIn = false
+  let sessionId = null
+  const set = (value) => {
+    if (value === signedIn) return
+    signedIn = value
+    for (const l of [...listeners]) l(value)
+  }
+  async function call (path, method = 'GET') {
+    const res = await fetch(path, { method, headers: method === 'GET' ? {} : { 'x-csrf-token': csrf() } })
+    if (res.status === 401) set(false)
+    return res
+  }
+  async function json (res) {
+    const data = await res.json().catch(() => ({}))
+    if (!res.ok) throw Object.assign(new Error(data.message ?? `HTTP ${res.status}`), { code: data.code })
+    return data
+  }
+  return {
+    get signedIn () { return signedIn },
+    get accessExpiresAt () { return null },
+    get sessionId () { return sessionId },
+    fetch: (path) => call(path),
+    async sessions () {
+      const list = await json(await call('/auth/sessions'))
+      sessionId = list.find((s) => s.current)?.id ?? null
+      set(true)
+      return list
+    },
+    async revokeSession (id) {
+      await call(`/auth/sessions/${encodeURIComponent(id)}`, 'DELETE')
+      if (id === sessionId) set(false)
+    },
+    async logout () { try { await call('/auth/logout', 'POST') } finally { set(false) } },
+    async logoutAll () { try { await call('/auth/logout-all', 'POST') } finally { set(false) } },
+    onChange (listener) {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
+    }
+  }
+}
+
+// The client in use: the password login's, or (back from the provider, with a live cookie session) single sign-on's.
+let auth = byPassword
+let unsubscribe = () => {}
+function use (client) {
+  unsubscribe()
+  auth = client
+  unsubscribe = auth.onChange((signedIn) => {
+    render()
+    if (signedIn) loadSessions()
+    else if (auth !== byPassword) use(byPassword)
+  })
+  render()
+}
 let lastExpiry = null
 let renewals = 0
 let sessionsAt = 0
@@ -101,6 +162,7 @@ $('login').addEventListener('submit', async (event) => {
   event.preventDefault()
   const form = new FormData(event.target)
   $('login-error').hidden = true
+  if (auth !== byPassword) use(byPassword)
   try {
     await auth.login({ username: form.get('username'), password: form.get('password') })
   } catch (err) {
@@ -119,11 +181,22 @@ $('call').addEventListener('click', async () => {
 $('logout').addEventListener('click', () => { auth.logout().catch(() => {}) })
 $('logout-all').addEventListener('click', () => { auth.logoutAll().catch(() => {}) })
 
-auth.onChange((signedIn) => {
-  render()
-  if (signedIn) loadSessions()
-})
-render()
+// Single sign-on: the gateway names the provider when it has one (and says whether it has a password login).
+const sso = document.body.dataset.sso ?? ''
+if (sso !== '') {
+  $('sso-name').textContent = sso
+  $('sso').hidden = false
+}
+if (document.body.dataset.password === 'false') $('login').hidden = true
+
+use(byPassword)
 if (auth.signedIn) loadSessions()
+// Back from the provider: the tg_csrf cookie says a cookie session may be there; GET /auth/sessions tells.
+if (!auth.signedIn && sso !== '' && /(?:^|;\s*)tg_csrf=/.test(document.cookie)) {
+  const session = cookieSession()
+  use(session)
+  await session.sessions().catch(() => {})
+  if (!session.signedIn) use(byPassword)
+}
 setInterval(tick, 250)
 window.demoReady = true

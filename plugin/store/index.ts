@@ -7,7 +7,7 @@ export interface SessionRecord {
   refreshHash: string
   /** When the current refresh token expires (ms since epoch). */
   refreshExpiresAt: number
-  /** When the session started: the access token's auth_time (ms). */
+  /** When the session started (ms): its maxSessionAge counts from here. */
   createdAt: number
   lastUsedAt: number
   /** When the record itself goes (ms): refresh expiry + access TTL + clock tolerance. */
@@ -82,9 +82,42 @@ export interface RotateInput extends SessionTimes {
    * request did not prove) is 'key' and not rotated; an unbound session proved with a key is bound to it.
    */
   jkt?: string
+  /**
+   * When the presented hash is the previous one, within graceMs, but the current hash is not successorHash:
+   * answer 'successor' (nothing changed) instead of reuse, so the caller can try again with the successor a
+   * re-authentication derives (see `reauthenticate`). A store that ignores this answers 'reused', as before.
+   */
+  reportSuccessorMismatch?: boolean
 }
 
-export type RenewInput = Omit<RotateInput, 'rotate' | 'roles' | 'claims'>
+export type RenewInput = Omit<RotateInput, 'rotate' | 'roles' | 'claims' | 'reportSuccessorMismatch'>
+
+/** A re-authentication of a live session (a login made with its access token): see SessionStore.reauthenticate. */
+export interface ReauthInput extends SessionTimes {
+  userId: string
+  sessionId: string
+  /**
+   * The hash of the successor of a current refresh hash (derived under a server key): the store reads the
+   * session's current hash, and, atomically with the check that it is still current, makes it the previous
+   * one (its rotation time now) and this successor the current one.
+   */
+  successorOf: (currentHash: string) => string
+  /** The new authentication: its time is `now`; roles, claims, acr and amr replace the session's. */
+  roles: string[]
+  claims: Record<string, unknown>
+  acr?: string
+  amr?: string[]
+  /** The DPoP key the login proved, if any: a session bound to another key is 'key'; an unbound one proved with a key is bound to it. */
+  jkt?: string
+}
+
+export type ReauthResult =
+  /** `previousHash`: the hash that was current and is now the previous one (its successor is the record's). */
+  | { status: 'ok', previousHash: string, record: SessionRecord }
+  | { status: 'missing' }
+  | { status: 'key' }
+  /** The current hash kept changing under concurrent refreshes: nothing changed. */
+  | { status: 'race' }
 
 export type RotateResult =
   /** `ahead`: the presented token was one rotation ahead of the record, which caught up. */
@@ -95,6 +128,8 @@ export type RotateResult =
   | { status: 'reused' }
   /** The session is bound to a DPoP key the request did not prove: nothing changed. */
   | { status: 'key' }
+  /** (reportSuccessorMismatch) The previous hash within the grace window, with another successor: nothing changed. */
+  | { status: 'successor' }
 
 export type RenewResult =
   | { status: 'ok', grace: boolean, ahead?: boolean, record: SessionRecord }
@@ -142,6 +177,12 @@ export interface SessionStore {
   rotate: (input: RotateInput) => Promise<RotateResult>
   /** Renewal: a new refresh id for a session whose refresh token expired while its access token is valid. */
   renew: (input: RenewInput) => Promise<RenewResult>
+  /**
+   * Re-authentication (RFC 9470 step-up): the session gets a new authentication time, acr, amr, roles and
+   * claims and a rotated refresh hash, its predecessor kept as the previous one (the grace window). Optional:
+   * without it a login made with an access token starts a new session, as any login does.
+   */
+  reauthenticate?: (input: ReauthInput) => Promise<ReauthResult>
   /** Deletes the given sessions of a user; returns the ids that were live (started at or after `notBefore`). */
   revoke: (userId: string, sessionIds: string[], notBefore?: number) => Promise<string[]>
   /** Deletes every session of a user; returns the ids that were live. */

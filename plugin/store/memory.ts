@@ -1,7 +1,7 @@
 // An in-process SessionStore: the same contract as the Redis store, for a single process.
 import type {
-  CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput, RotateResult,
-  SessionRecord, SessionStore, SessionTimes
+  CreateOptions, EpochEntry, NewSession, ReauthInput, ReauthResult, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers,
+  RotateInput, RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
 interface Entry extends SessionRecord {
@@ -96,6 +96,8 @@ export class MemoryStore implements SessionStore {
     let kind: 'current' | 'grace' | 'ahead'
     if (e.refreshHash === i.presentedHash) kind = 'current'
     else if (i.rotate && this.inGrace(e, i.presentedHash, i.successorHash, i.now, i.graceMs)) kind = 'grace'
+    // The previous token in grace with another successor (a re-authentication's): nothing changes (as rotate.lua).
+    else if (i.rotate && i.reportSuccessorMismatch === true && this.inGrace(e, i.presentedHash, e.refreshHash, i.now, i.graceMs)) return { status: 'successor' }
     else if (i.rotate && i.parentHash !== undefined && e.refreshHash === i.parentHash) kind = 'ahead'
     else {
       // Reuse kills the session whatever key the request proves (as rotate.lua).
@@ -132,6 +134,33 @@ export class MemoryStore implements SessionStore {
     }
     e.lastUsedAt = i.now
     return { status: 'ok', grace, ...(ahead ? { ahead } : {}), record: snapshot(e) }
+  }
+
+  async reauthenticate (i: ReauthInput): Promise<ReauthResult> {
+    const e = this.live(i.userId, i.sessionId, i.now, i.notBefore)
+    if (e === undefined) return { status: 'missing' }
+    if (e.jkt !== undefined && e.jkt !== i.jkt) return { status: 'key' }
+    // As the Redis store: the successor is derived from the hash read, and set only while that hash is current.
+    let previousHash = e.refreshHash
+    let successor = i.successorOf(previousHash)
+    for (let attempt = 1; ; attempt++) {
+      if (this.live(i.userId, i.sessionId, i.now, i.notBefore) !== e) return { status: 'missing' }
+      if (e.refreshHash === previousHash) break
+      if (attempt >= 3) return { status: 'race' }
+      previousHash = e.refreshHash
+      successor = i.successorOf(previousHash)
+    }
+    this.advance(e, previousHash, successor, i)
+    e.lastUsedAt = i.now
+    e.authTime = i.now
+    e.roles = [...i.roles]
+    e.claims = structuredClone(i.claims)
+    if (e.jkt === undefined && i.jkt !== undefined) e.jkt = i.jkt
+    if (i.acr !== undefined) e.acr = i.acr
+    else delete e.acr
+    if (i.amr !== undefined) e.amr = [...i.amr]
+    else delete e.amr
+    return { status: 'ok', previousHash, record: snapshot(e) }
   }
 
   async revoke (userId: string, sessionIds: string[], notBefore = 0): Promise<string[]> {

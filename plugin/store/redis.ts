@@ -8,8 +8,8 @@ import { Redis } from 'ioredis'
 import { closingClient, hasCommandTimeout, ownClientOptions, type Client, type RedisClient } from './connections.js'
 import { subscribeFeed, type Feed } from './feed.js'
 import type {
-  CreateOptions, EpochEntry, NewSession, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers, RotateInput,
-  RotateResult, SessionRecord, SessionStore, SessionTimes
+  CreateOptions, EpochEntry, NewSession, ReauthInput, ReauthResult, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers,
+  RotateInput, RotateResult, SessionRecord, SessionStore, SessionTimes
 } from './index.js'
 
 export interface RedisStoreOptions {
@@ -34,6 +34,7 @@ const SCRIPTS = {
   tokengate3Create: { numberOfKeys: 2, lua: session('create') },
   tokengate3Rotate: { numberOfKeys: 2, lua: session('rotate') },
   tokengate3Renew: { numberOfKeys: 2, lua: session('renew') },
+  tokengate3Reauth: { numberOfKeys: 2, lua: session('reauth') },
   tokengate3Revoke: { numberOfKeys: 2, lua: session('revoke') },
   tokengate3RevokeAll: { numberOfKeys: 2, lua: session('revoke-all') },
   tokengate2MarkRevoked: { numberOfKeys: 1, lua: lua('mark-revoked') },
@@ -180,11 +181,35 @@ export class RedisStore implements SessionStore {
     const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Rotate(
       ...this.head(i.userId, i.now, nb), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
-      i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? ''
+      i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? '',
+      i.reportSuccessorMismatch === true ? '1' : ''
     ))
     // The row carries the record's current hash: the successor (or, not rotating, the presented one).
     if (r[0] === 'ok') return { status: 'ok', grace: r[1] === 1, ...(r[2] === 1 ? { ahead: true } : {}), record: parseRow(r[3]!) }
-    return { status: r[0] === 'legacy' ? 'missing' : r[0] as 'missing' | 'reused' | 'key' }
+    return { status: r[0] === 'legacy' ? 'missing' : r[0] as 'missing' | 'reused' | 'key' | 'successor' }
+  }
+
+  async reauthenticate (i: ReauthInput): Promise<ReauthResult> {
+    const nb = i.notBefore ?? 0
+    const fixed = [
+      i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, JSON.stringify(i.roles), JSON.stringify(i.claims), i.acr ?? '',
+      i.amr === undefined ? '' : JSON.stringify(i.amr), i.jkt ?? ''
+    ]
+    // Read the current hash, derive its successor, then set both if the hash is still current; a refresh that
+    // rotated the session in between is met by reading again (a few times at most).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const read = await this.run<[string, string?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Reauth(
+        ...this.head(i.userId, i.now, nb), i.sessionId, '', '', ...fixed
+      ))
+      if (read[0] !== 'hash') return { status: read[0] === 'key' ? 'key' : 'missing' }
+      const current = read[1]!
+      const r = await this.run<[string, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Reauth(
+        ...this.head(i.userId, i.now, nb), i.sessionId, current, i.successorOf(current), ...fixed
+      ))
+      if (r[0] === 'ok') return { status: 'ok', previousHash: current, record: parseRow(r[1]!) }
+      if (r[0] !== 'race') return { status: r[0] === 'key' ? 'key' : 'missing' }
+    }
+    return { status: 'race' }
   }
 
   async renew (i: RenewInput): Promise<RenewResult> {

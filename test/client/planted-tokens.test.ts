@@ -4,9 +4,11 @@
 // attacker. The client keeps only tokens of its own session; control: the refresh hook's genuine new tokens are kept.
 import t from 'tap'
 import { createClient } from '../../client/index.js'
+import { fakeClock } from '../helpers/clock.js'
 import { credentials, sharedStorage, startServer, uniqueKey, payloadOf } from './server.js'
 
 t.test('tokens of another session in a response are not adopted; the hook\'s own are', async t => {
+  const clock = fakeClock(t)
   const held: { planted?: { accessToken: string, refreshToken: string } } = {}
   const server = await startServer(t, { accessTokenTtl: '1s' }, app => {
     app.get('/api/planting', async (_request, reply) => {
@@ -32,7 +34,7 @@ t.test('tokens of another session in a response are not adopted; the hook\'s own
   t.equal(auth.sessionId, pair.sessionId)
 
   // Control: once the access token expired, the refresh hook's new tokens (same session) are kept.
-  await new Promise(resolve => setTimeout(resolve, 2100))
+  clock.tick(2100)
   server.reset()
   const refreshed = await auth.fetch('/api/orders')
   t.equal(refreshed.status, 200)

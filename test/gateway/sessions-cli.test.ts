@@ -79,6 +79,12 @@ t.test('sessions revoke <userId> <sessionId>: that session dies on the running g
   t.match(again.stderr, /no live session/)
   const unknown = await sessions('revoke', 'alice', 'no-such-session')
   t.equal(unknown.code, 1, 'an unknown session: exit 1')
+  // Session ids are base64url: one may start with '-', and is an id, not a flag.
+  const dashed = await sessions('revoke', 'alice', '-pZ3kq0wJt2bXcV9mLr8sQ')
+  t.equal(dashed.code, 1, `a session id starting with '-' is taken as an id (${dashed.stderr.trim()})`)
+  t.match(dashed.stderr, /no live session -pZ3kq0wJt2bXcV9mLr8sQ/)
+  const dashedUser = await sessions('list', '-someone')
+  t.equal(dashedUser.code, 0, 'so is a user id starting with \'-\'')
 })
 
 t.test('sessions revoke <userId>: every session of the user; sessions revoke-everyone: every session of everybody', async t => {

@@ -116,15 +116,23 @@ t.test('unsafe method by cookie needs x-csrf-token equal to tg_csrf', async t =>
 t.test('POST /auth/login is exempt from CSRF', async t => {
   const { app, redis, prefix } = await buildApp(t, { transport: ['cookie'] })
   const first = await cookieLogin(app)
-  const res = await app.inject({ method: 'POST', url: '/auth/login', cookies: first.jar, payload: { username: 'alice', password: 'wonderland' } })
+  // Another user's login with alice's cookies, no x-csrf-token: a session of their own; alice's is untouched.
+  const res = await app.inject({ method: 'POST', url: '/auth/login', cookies: first.jar, payload: { username: 'bob', password: 'builder' } })
   t.equal(res.statusCode, 200, res.body)
   const pair = res.json() as Pair
   t.not(pair.sessionId, first.pair.sessionId)
   const c = cookiesOf(res)
-  t.match(b64json(c.tg_access!.value.split('.')[1]), { sid: pair.sessionId })
+  t.match(b64json(c.tg_access!.value.split('.')[1]), { sid: pair.sessionId, sub: 'u-bob' })
   t.ok(c.tg_csrf?.value, 'a CSRF cookie')
-  t.equal((await readSession(redis, prefix, 'u-alice', pair.sessionId))?.h, hashOf(c.tg_refresh!.value), 'the new session is stored')
+  t.equal((await readSession(redis, prefix, 'u-bob', pair.sessionId))?.h, hashOf(c.tg_refresh!.value), 'the new session is stored')
   t.equal((await readSession(redis, prefix, 'u-alice', first.pair.sessionId))?.h, hashOf(first.jar.tg_refresh), 'the old session untouched')
+  // alice's own login with her cookies, no x-csrf-token either: her session, re-authenticated (step-up).
+  const again = await app.inject({ method: 'POST', url: '/auth/login', cookies: first.jar, payload: { username: 'alice', password: 'wonderland' } })
+  t.equal(again.statusCode, 200, again.body)
+  t.equal((again.json() as Pair).sessionId, first.pair.sessionId, 're-authenticated: the same session')
+  const c2 = cookiesOf(again)
+  t.equal((await readSession(redis, prefix, 'u-alice', first.pair.sessionId))?.h, hashOf(c2.tg_refresh!.value), 'its refresh cookie rotated')
+  t.equal(c2.tg_csrf?.value, first.jar.tg_csrf, 'the same session\'s CSRF token')
 })
 
 t.test('expired access cookie + refresh cookie: refreshed, new cookies', async t => {

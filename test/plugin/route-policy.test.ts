@@ -3,7 +3,7 @@
 // app.ready() fail with a message naming the route and the field.
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
-import tokengate, { authOf, requireRoles } from '../../plugin/index.js'
+import tokengate, { authOf, authPolicy, requireRoles } from '../../plugin/index.js'
 import { SECRET, USERS } from '../helpers/app.js'
 
 async function appWith (auth: unknown): Promise<{ ready: Promise<unknown>, token: string, inject: () => Promise<{ statusCode: number, body: string }> }> {
@@ -166,4 +166,29 @@ t.test('an invalid policy on a route declared before tokengate loaded: the route
   const logged = lines.map(l => JSON.parse(l) as { msg: string }).filter(l => /invalid auth policy/.test(l.msg))
   t.equal(logged.length, 1, 'logged once')
   t.match(logged[0]?.msg, /route GET \/typo: config\.auth\.role/)
+})
+
+t.test('authPolicy(auth): the hook config.auth installs, for a policy chosen at run time', async t => {
+  const app = Fastify({ logger: false })
+  await app.register(tokengate, { secret: SECRET })
+  app.get('/admin', { onRequest: authPolicy({ roles: ['admin'] }) }, async () => ({ secret: 'admin only' }))
+  app.get('/any', { onRequest: authPolicy(true) }, async (request) => ({ userId: authOf(request).userId }))
+  app.get('/open', { onRequest: authPolicy(false) }, async () => ({ open: true }))
+  const alice = await app.tokengate.issue(USERS.alice.user)
+  const bob = await app.tokengate.issue(USERS.bob.user)
+  const get = async (url: string, token?: string): Promise<{ statusCode: number, json: () => any, headers: Record<string, unknown> }> =>
+    await app.inject({ url, headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+  const none = await get('/admin')
+  t.equal(none.statusCode, 401, 'no token: 401')
+  t.equal(none.json().code, 'TOKENGATE_TOKEN_MISSING')
+  t.equal(none.headers['www-authenticate'], 'Bearer', 'with the challenge')
+  t.equal((await get('/admin', alice.accessToken)).json().code, 'TOKENGATE_FORBIDDEN', 'alice lacks admin: 403')
+  t.equal((await get('/admin', bob.accessToken)).statusCode, 200, 'control: bob has it')
+  t.same((await get('/any', alice.accessToken)).json(), { userId: USERS.alice.user.sub }, 'authPolicy(true): any authenticated user')
+  t.equal((await get('/any')).statusCode, 401)
+  t.same((await get('/open')).json(), { open: true }, 'authPolicy(false): open')
+  for (const bad of [{ role: ['admin'] }, { roles: [] }, { roles: 'admin' }, 'required', null]) {
+    t.throws(() => authPolicy(bad as never), { name: 'TypeError', message: /config\.auth/ }, `authPolicy(${JSON.stringify(bad)}) throws, naming the problem`)
+  }
+  await app.close()
 })

@@ -300,6 +300,147 @@ function contract (name: string, factory: Factory): void {
       await checkGone(t, h, user, s.sessionId)
     })
 
+    t.test('reauthenticate: the current hash becomes the previous one, its successor current; a new authentication', async t => {
+      const h = await factory(t)
+      const { store } = h
+      t.type(store.reauthenticate, 'function', 'the store implements reauthenticate')
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now - 5000, { createdAt: now - 5000, authTime: now - 5000, acr: 'pwd', amr: ['pwd'] })
+      const other = newSession(user, now - 5000, { createdAt: now - 6000 })
+      await store.create(s, times(now - 5000))
+      await store.create(other, times(now - 5000))
+      const next = hash()
+      const asked: string[] = []
+      const r = await store.reauthenticate!({
+        ...times(now, { refreshTtlMs: HOUR }),
+        userId: user,
+        sessionId: s.sessionId,
+        successorOf: (current) => { asked.push(current); return next },
+        roles: ['user', 'mfa-user'],
+        claims: { via: 'otp' },
+        acr: 'mfa',
+        amr: ['pwd', 'otp']
+      })
+      t.equal(r.status, 'ok')
+      if (r.status !== 'ok') return
+      t.same(asked, [s.refreshHash], 'successorOf was asked for the successor of the current hash')
+      t.equal(r.previousHash, s.refreshHash, 'previousHash: the hash that was current')
+      t.equal(r.record.refreshHash, next, 'the successor is current')
+      t.equal(r.record.refreshExpiresAt, now + HOUR, 'a new refresh expiry (now + refreshTtl)')
+      t.equal(r.record.authTime, now, 'authTime = now')
+      t.equal(r.record.createdAt, s.createdAt, 'the session keeps its start')
+      t.equal(r.record.lastUsedAt, now)
+      t.equal(r.record.acr, 'mfa')
+      t.same(r.record.amr, ['pwd', 'otp'])
+      t.same(r.record.roles, ['user', 'mfa-user'])
+      t.same(r.record.claims, { via: 'otp' })
+      t.equal(r.record.ip, s.ip, 'ip and user agent kept')
+      const listed = await findSession(store, user, s.sessionId)
+      t.equal(listed?.authTime, now, 'list sees the new authentication')
+      t.equal(listed?.acr, 'mfa')
+      t.equal(listed?.refreshHash, next)
+      t.equal((await store.list(user, now)).length, 2, 'no session added')
+      await checkKeys(t, h, user, r.record, 600_000)
+      if (h.inspect !== undefined) {
+        const stored = (await h.inspect.sessions(user))![s.sessionId]
+        t.equal(stored.p, s.refreshHash, 'Redis: p is the predecessor')
+        t.equal(stored.pt, now, 'Redis: pt is now')
+        t.equal(stored.at, now, 'Redis: at is now')
+      }
+      t.equal((await findSession(store, user, other.sessionId))?.refreshHash, other.refreshHash, 'another session untouched')
+
+      // A login without acr/amr clears them.
+      const plain = await store.reauthenticate!({ ...times(now + 10), userId: user, sessionId: s.sessionId, successorOf: () => hash(), roles: [], claims: {} })
+      t.equal(plain.status, 'ok')
+      if (plain.status !== 'ok') return
+      t.equal(plain.record.acr, undefined, 'no acr')
+      t.equal(plain.record.amr, undefined, 'no amr')
+      t.equal(plain.previousHash, next)
+    })
+
+    t.test('after reauthenticate, the predecessor in grace: reported as another successor, then grace with the re-authentication\'s', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now)
+      await store.create(s, times(now))
+      const next = hash()
+      t.match(await store.reauthenticate!({ ...times(now), userId: user, sessionId: s.sessionId, successorOf: () => next, roles: [], claims: {} }), { status: 'ok' })
+      const derived = hash() // what a refresh derives from the presented token: not the re-authentication's successor
+      t.same(await store.rotate(rotateInput(user, s.sessionId, s.refreshHash, derived, now + 10, { reportSuccessorMismatch: true })), { status: 'successor' }, 'reported, nothing changed')
+      t.equal((await findSession(store, user, s.sessionId))?.refreshHash, next, 'still the re-authentication\'s successor')
+      const r = await store.rotate(rotateInput(user, s.sessionId, s.refreshHash, next, now + 20))
+      t.match(r, { status: 'ok', grace: true, record: { refreshHash: next } }, 'grace with the successor the re-authentication set')
+      // Outside the window, the report does not apply: reuse, as always.
+      t.same(await store.rotate(rotateInput(user, s.sessionId, s.refreshHash, derived, now + 10_001, { reportSuccessorMismatch: true })), { status: 'reused' })
+      t.equal(await findSession(store, user, s.sessionId), undefined, 'session gone')
+      await checkGone(t, h, user, s.sessionId)
+    })
+
+    t.test('rotate with reportSuccessorMismatch: a never-seen hash is still reuse', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now)
+      await store.create(s, times(now))
+      t.same(await store.rotate(rotateInput(user, s.sessionId, hash(), hash(), now, { reportSuccessorMismatch: true })), { status: 'reused' })
+      await checkGone(t, h, user, s.sessionId)
+    })
+
+    t.test('reauthenticate: missing session; a bound session needs its key, an unbound one gets bound', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const input = (sessionId: string, o: { jkt?: string } = {}) => ({ ...times(now), userId: user, sessionId, successorOf: () => hash(), roles: [], claims: {}, ...o })
+      t.same(await store.reauthenticate!(input(id())), { status: 'missing' })
+      if (h.inspect !== undefined) t.same(await keysUnder(h.inspect.client, h.inspect.prefix), [], 'no key created')
+      const bound = newSession(user, now, { jkt: 'jkt-A' })
+      await store.create(bound, times(now))
+      t.same(await store.reauthenticate!(input(bound.sessionId)), { status: 'key' }, 'no key proved')
+      t.same(await store.reauthenticate!(input(bound.sessionId, { jkt: 'jkt-B' })), { status: 'key' }, 'another key')
+      t.equal((await findSession(store, user, bound.sessionId))?.refreshHash, bound.refreshHash, 'nothing changed')
+      t.match(await store.reauthenticate!(input(bound.sessionId, { jkt: 'jkt-A' })), { status: 'ok', record: { jkt: 'jkt-A' } }, 'control: its key')
+      const unbound = newSession(user, now)
+      await store.create(unbound, times(now))
+      t.match(await store.reauthenticate!(input(unbound.sessionId, { jkt: 'jkt-C' })), { status: 'ok', record: { jkt: 'jkt-C' } }, 'an unbound session proved with a key is bound to it')
+      const gone = newSession(user, now)
+      await store.create(gone, times(now))
+      await store.revoke(user, [gone.sessionId])
+      t.same(await store.reauthenticate!(input(gone.sessionId)), { status: 'missing' }, 'a revoked session')
+    })
+
+    t.test('reauthenticate: a rotation between reading the hash and writing is met by reading again', async t => {
+      const h = await factory(t)
+      const { store } = h
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now)
+      await store.create(s, times(now))
+      const rotated = hash()
+      const asked: string[] = []
+      let rotation: Promise<unknown> | undefined
+      const r = await store.reauthenticate!({
+        ...times(now),
+        userId: user,
+        sessionId: s.sessionId,
+        successorOf: (current) => {
+          asked.push(current)
+          // A refresh lands after the read (on the same connection, so before the write).
+          if (asked.length === 1) rotation = store.rotate(rotateInput(user, s.sessionId, s.refreshHash, rotated, now))
+          return 'successor-of-' + current
+        },
+        roles: [],
+        claims: {}
+      })
+      t.match(await rotation, { status: 'ok' }, 'the concurrent rotation went through')
+      t.same(asked, [s.refreshHash, rotated], 'the successor was derived again from the hash the rotation set')
+      t.match(r, { status: 'ok', previousHash: rotated, record: { refreshHash: 'successor-of-' + rotated } })
+    })
+
     t.test('rotate on a missing session: missing', async t => {
       const h = await factory(t)
       const { store } = h

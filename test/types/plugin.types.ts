@@ -4,7 +4,9 @@ import Fastify, { type FastifyReply, type FastifyRequest, type onRequestHookHand
 import { Redis } from 'ioredis'
 import tokengate, {
   authOf,
+  requireAuth,
   requireRoles,
+  authPolicy,
   type AuthInfo,
   type SessionInfo,
   type TokenPair,
@@ -172,6 +174,11 @@ export async function userApp (): Promise<void> {
   app.post('/admin', { onRequest: [app.authenticate, requireRoles(['admin'])] }, async (_request: FastifyRequest, reply: FastifyReply) => {
     return await reply.code(204).send()
   })
+  // authPolicy: the hook config.auth installs, for a policy chosen at run time.
+  app.get('/ops', { onRequest: authPolicy({ roles: ['ops'] }) }, async () => ({ ok: true }))
+  app.get('/any', { onRequest: [authPolicy(true)] }, async () => ({ ok: true }))
+  // @ts-expect-error roles is a string array
+  authPolicy({ roles: 'ops' })
 
   // Per-route config.
   app.get('/admin/report', { config: { auth: { roles: ['admin'] } } }, async (request) => ({ by: request.auth?.userId ?? null }))
@@ -187,6 +194,18 @@ export async function userApp (): Promise<void> {
   app.get('/bad3', bad3, async () => ({}))
   const good: RouteShorthandOptions = { config: { auth: { roles: ['admin'] } } }
   app.get('/good', good, async () => ({}))
+  // Step-up (RFC 9470): maxAge (a duration or seconds) and/or acr, with or without roles.
+  app.get('/fresh', { config: { auth: { maxAge: '5m' } } }, async () => ({}))
+  app.get('/fresh-s', { config: { auth: { maxAge: 300 } } }, async () => ({}))
+  app.get('/mfa', { config: { auth: { acr: ['mfa'], roles: ['admin'] } } }, async (request) => ({ acr: request.auth?.acr ?? null, at: request.auth?.authTime ?? 0 }))
+  // @ts-expect-error acr is a string array
+  app.get('/bad4', { config: { auth: { acr: 'mfa' } } }, async () => ({}))
+  // @ts-expect-error a policy asks for something: roles, maxAge or acr
+  app.get('/bad5', { config: { auth: {} } }, async () => ({}))
+  app.post('/manual', { onRequest: [app.authenticate, requireAuth({ maxAge: '5m', acr: ['mfa'] })] }, async () => ({}))
+  await app.tokengate.issue({ sub: 'u1', acr: 'mfa', amr: ['pwd', 'otp'] })
+  // @ts-expect-error amr is a string array
+  await app.tokengate.issue({ sub: 'u1', amr: 'pwd' })
 
   await app.ready()
 }

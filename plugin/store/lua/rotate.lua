@@ -2,8 +2,8 @@
 -- KEYS: user sessions, 0.1 index
 -- ARGV: now, not-before, small, sessionId, presentedHash, successorHash, parentHash ('' = unknown), refreshTtlMs,
 --       maxSessionAgeMs, extraMs, rotate ('1'|'0'), graceMs, roles ('' = keep), claims ('' = keep),
---       jkt (the DPoP key the request proved, '' = none)
--- Returns { 'ok', grace, ahead, record } | { 'missing' } | { 'reused' } | { 'key' } | { 'legacy' }
+--       jkt (the DPoP key the request proved, '' = none), reportSuccessor ('1': see below)
+-- Returns { 'ok', grace, ahead, record } | { 'missing' } | { 'reused' } | { 'key' } | { 'successor' } | { 'legacy' }
 open()
 local sid = ARGV[4]
 local r = S.get(sid)
@@ -17,7 +17,13 @@ local rotate = ARGV[11] == '1'
 local kind
 if r[1] == presented then
   kind = 'current'
-elseif rotate and r[2] == presented and NOW - (r[5] + r[3]) < tonumber(ARGV[12]) and r[1] == successor then
+elseif rotate and r[2] == presented and NOW - (r[5] + r[3]) < tonumber(ARGV[12]) and (r[1] == successor or ARGV[16] == '1') then
+  if r[1] ~= successor then
+    -- The previous token within the grace window, whose successor is not the caller's derivation: a
+    -- re-authentication's (reauth.lua). Nothing changes; the caller asks again with that derivation.
+    S.save()
+    return { 'successor' }
+  end
   kind = 'grace'
 elseif rotate and parent ~= '' and r[1] == parent then
   -- The presented token is the successor of the current one: a rotation this record never saw (a failover
