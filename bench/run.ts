@@ -3,6 +3,8 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto'
 import { cpus } from 'node:os'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -62,7 +64,9 @@ async function startRedis (): Promise<{ url: string, stop: () => void }> {
 interface Servers { info: ServerInfo, cpu: () => Promise<number>, stop: () => Promise<void>, child: ChildProcess }
 
 async function startServers (redisUrl: string): Promise<Servers> {
-  const child = fork(path.join(HERE, 'servers.js'), ['--child', '--redis', redisUrl, '--refresh-pool', '4000'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  // BENCH_PROFILE=<dir>: the server process writes a V8 CPU profile there when it stops (where the time goes).
+  const profile = process.env.BENCH_PROFILE !== undefined && process.env.BENCH_PROFILE !== '' ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_PROFILE)}`] : []
+  const child = fork(path.join(HERE, 'servers.js'), ['--child', '--redis', redisUrl, '--refresh-pool', '4000'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: profile })
   let next = 0
   const waiting = new Map<number, (cpu: number) => void>()
   const info = await new Promise<ServerInfo>((resolve, reject) => {
@@ -255,6 +259,54 @@ async function propagation (redisUrl: string, trials = 200): Promise<{ p50Ms: nu
   return { p50Ms: round(pct(times, 50), 2), p99Ms: round(pct(times, 99), 2), maxMs: round(Math.max(...times), 2) }
 }
 
+/**
+ * What a mass revocation costs another instance's memory: instance B's heap (after a full GC) before and after
+ * instance A revokes every session of a user with `sessions` sessions, then every session of everybody; and
+ * that B refuses the revoked tokens. 0.2 published every session id, which each instance kept for an access
+ * TTL (about 2.7 MB for 30,000 sessions).
+ */
+async function revocationMemory (redisUrl: string, sessions = 30_000): Promise<{ sessions: number, revokeAllKb: number, revokeEveryoneKb: number }> {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const keyPrefix = `bench-revmem-${randomBytes(3).toString('hex')}`
+  const make = async (): Promise<FastifyInstance> => {
+    const app = Fastify({ logger: false })
+    await app.register(tokengate, { secret: SECRET, redis: redisUrl, keyPrefix })
+    await app.ready()
+    return app
+  }
+  const a = await make()
+  const b = await make()
+  const first = await a.tokengate.issue({ sub: 'heavy' })
+  for (let i = 1; i < sessions; i += 500) await Promise.all(Array.from({ length: Math.min(500, sessions - i) }, async () => await a.tokengate.issue({ sub: 'heavy' })))
+  const others = await Promise.all(Array.from({ length: 100 }, async (_, i) => await a.tokengate.issue({ sub: `u${i}` })))
+  await b.tokengate.verify(first.accessToken)
+  await b.tokengate.verify(others[0].accessToken)
+  const heap = async (): Promise<number> => {
+    await tick()
+    gc()
+    gc()
+    return process.memoryUsage().heapUsed
+  }
+  const refused = async (token: string): Promise<void> => {
+    for (;;) {
+      try { await b.tokengate.verify(token) } catch { return }
+      await tick()
+    }
+  }
+  const h0 = await heap()
+  await a.tokengate.revokeAll('heavy')
+  await refused(first.accessToken)
+  const h1 = await heap()
+  await a.tokengate.revokeEveryone()
+  await refused(others[0].accessToken)
+  const h2 = await heap()
+  await a.close()
+  await b.close()
+  process.stderr.write(`bench: revocation memory: revokeAll of ${sessions} sessions +${Math.round((h1 - h0) / 1024)} KB, revokeEveryone +${Math.round((h2 - h1) / 1024)} KB on another instance\n`)
+  return { sessions, revokeAllKb: Math.round((h1 - h0) / 1024), revokeEveryoneKb: Math.round((h2 - h1) / 1024) }
+}
+
 // A 104-character browser user agent, as the memory goal states it.
 const UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari'
 if (UA.length !== 104) throw new Error(`bench UA is ${UA.length} characters`)
@@ -412,8 +464,8 @@ async function main (): Promise<void> {
   const started = Date.now()
   const redis = await startRedis()
   if (process.env.BENCH_ONLY === 'heavy') {
-    // The heavy-user figures alone (Redis time and memory; no load, no server process).
-    try { process.stdout.write(JSON.stringify(await heavyUser(redis.url), null, 2) + '\n') } finally { redis.stop() }
+    // The heavy-user and mass-revocation figures alone (Redis time and memory; no load, no server process).
+    try { process.stdout.write(JSON.stringify({ heavy: await heavyUser(redis.url), revocationMemory: await revocationMemory(redis.url) }, null, 2) + '\n') } finally { redis.stop() }
     return
   }
   const servers = await startServers(redis.url)
@@ -527,6 +579,8 @@ async function main (): Promise<void> {
   const memory = await memoryPerSession(redis.url, (process.env.BENCH_MEMORY ?? '10000,100000,1000000').split(',').map(Number))
   process.stderr.write('bench: a user with 2,000 sessions\n')
   const heavy = await heavyUser(redis.url)
+  process.stderr.write('bench: what a mass revocation costs another instance\n')
+  const revocationMem = await revocationMemory(redis.url)
   redis.stop()
 
   const summary = variants.map(v => {
@@ -573,6 +627,7 @@ async function main (): Promise<void> {
     sockets,
     memory,
     heavy,
+    revocationMemory: revocationMem,
     seconds: Math.round((Date.now() - started) / 1000)
   }
   const table = render(results)
@@ -606,6 +661,8 @@ function render (r: any): string {
   lines.push(`| a refresh's time inside Redis (SLOWLOG, median), a user with ${h.sessions.toLocaleString('en')} sessions / a user with one | ${h.heavyUs} / ${h.lightUs} µs = ${h.ratio}× | ≤ 3× |`)
   lines.push(`| the slowest single command of that run (${h.sessions.toLocaleString('en')} logins, refreshes, a listing, revokeAll) | ${h.worstUs} µs (${h.worstCommand}) | ≤ 2,000 µs |`)
   lines.push(`| Redis memory per session of the user with ${h.sessions.toLocaleString('en')} sessions | ${h.bytesPerSession} B | ≤ 400 B |`)
+  const rm = r.revocationMemory
+  lines.push(`| another instance's heap after revokeAll of a user with ${rm.sessions.toLocaleString('en')} sessions / then revokeEveryone (0.2: about 2.7 MB) | ${rm.revokeAllKb} / ${rm.revokeEveryoneKb} KB | flat |`)
   lines.push('')
   lines.push('Under load (autocannon on loopback; ratios against variant 2):')
   lines.push('')

@@ -6,12 +6,13 @@ import path from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValueErrorType } from '@sinclair/typebox/errors'
-import { checkPolicy, DurationSchema, KeySchema, OAuthSchema, OptionsSchema, type RouteAuthConfig } from '../plugin/index.js'
+import { checkPolicy, DurationSchema, KeySchema, OAuthSchema, OptionsSchema } from '../plugin/index.js'
 import { ConfigError } from './config-error.js'
 import { checkOidcConfig } from './oidc-config.js'
 import { checkRedisConfig } from './redis.js'
 import { checkAssertions } from './assertion.js'
 import { checkForwardAuth } from './forward-auth.js'
+import { routePolicyOf } from './route-policy.js'
 
 // The plugin's duration (its description marks it, so a bad one is answered with the accepted forms).
 const Duration = (def?: string | number) => Type.Union(DurationSchema.anyOf, { description: DurationSchema.description, ...(def === undefined ? {} : { default: def }) })
@@ -125,20 +126,6 @@ export const ConfigSchema = Type.Object({
 
 export type GatewayConfig = Static<typeof ConfigSchema>
 export type RouteConfig = Static<typeof Route>
-
-/**
- * A route's policy as the plugin's `config.auth` takes it (checked by its checkPolicy, which anything applying
- * a route's policy uses): undefined when the route is not 'required'; true when it asks for nothing more.
- */
-export function routePolicyOf (route: RouteConfig): true | RouteAuthConfig | undefined {
-  if (route.auth !== 'required') return undefined
-  if (route.roles === undefined && route.maxAge === undefined && route.acr === undefined) return true
-  return {
-    ...(route.roles !== undefined ? { roles: route.roles } : {}),
-    ...(route.maxAge !== undefined ? { maxAge: route.maxAge } : {}),
-    ...(route.acr !== undefined ? { acr: route.acr } : {})
-  } as RouteAuthConfig
-}
 
 export { ConfigError }
 

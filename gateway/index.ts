@@ -5,8 +5,8 @@ import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import pino from 'pino'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction, type RouteOptions } from 'fastify'
-import tokengate, { BadRequestError, RateLimitedError, corsHeaders, durationMs, openapiSecuritySchemes, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction } from 'fastify'
+import tokengate, { BadRequestError, RateLimitedError, addRouteHook, corsHeaders, durationMs, openapiSecuritySchemes, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
 import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
@@ -76,12 +76,6 @@ function trustProxyOption (tp: GatewayConfig['trustProxy']): FastifyServerOption
   return tp === 0 ? false : (_address: string, hop: number) => hop < tp
 }
 
-/** Runs `hook` first among a route's own onRequest hooks. */
-function prependOnRequest (route: RouteOptions, hook: (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void | Promise<void>): void {
-  const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-  route.onRequest = [hook, ...existing] as never
-}
-
 export function buildGateway (input: unknown, options: BuildOptions = {}): FastifyInstance {
   const config: GatewayConfig = parseConfig(input, { baseDir: options.baseDir, env: options.env })
 
@@ -135,7 +129,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
   }
   app.addHook('onRoute', (route) => {
     if ((route.config as { proxied?: unknown } | undefined)?.proxied !== undefined) return
-    prependOnRequest(route, echoRequestId)
+    addRouteHook(route, 'onRequest', echoRequestId, 'first')
   })
   app.addHook('onError', (request, reply, _error, done) => {
     reply.header('x-request-id', request.id)
@@ -184,7 +178,7 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
     done(wait > 0 ? rateLimited(wait) : undefined)
   }
   app.addHook('onRoute', (route) => {
-    if (LIMITED.has(route.url ?? '')) prependOnRequest(route, limitPerIp)
+    if (LIMITED.has(route.url ?? '')) addRouteHook(route, 'onRequest', limitPerIp, 'first')
   })
 
   const tokenOptions = {

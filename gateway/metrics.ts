@@ -4,6 +4,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
+import { addRouteHook } from '../plugin/index.js'
 
 export interface Metrics {
   registry: Registry
@@ -83,8 +84,7 @@ export function instrument (app: FastifyInstance, metrics: Metrics): { recorder:
       record(request, reply.statusCode, reply.elapsedTime / 1000)
       done()
     }
-    const existing = route.onResponse === undefined ? [] : Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]
-    route.onResponse = [...existing, hook] as never
+    addRouteHook(route, 'onResponse', hook, 'last')
   })
   // The not-found handler takes no onResponse hook: its requests are counted as it answers.
   const unmatched = recorder('unmatched')

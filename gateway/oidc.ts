@@ -364,7 +364,10 @@ export function registerOidc (app: FastifyInstance, deps: OidcDeps): void {
       const claims = tokens.claims()
       if (claims === undefined || typeof claims.sub !== 'string' || claims.sub === '') throw fail('no ID token')
       const sid = typeof claims.sid === 'string' && claims.sid !== '' ? claims.sid : undefined
-      const user = { sub: claims.sub, roles: rolesAt(claims, config.rolesClaim) }
+      // How the user authenticated at the provider (RFC 9470's acr and amr), for step-up policies.
+      const acr = typeof claims.acr === 'string' && claims.acr !== '' ? claims.acr : undefined
+      const amr = Array.isArray(claims.amr) && claims.amr.length > 0 && claims.amr.every(m => typeof m === 'string' && m !== '') ? claims.amr as string[] : undefined
+      const user = { sub: claims.sub, roles: rolesAt(claims, config.rolesClaim), ...(acr !== undefined ? { acr } : {}), ...(amr !== undefined ? { amr } : {}) }
       const bridge = app[kBridge]
       const pair = await bridge.startCookieSession(request, reply, user, sid)
       if (sid !== undefined) {

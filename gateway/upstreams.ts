@@ -3,9 +3,10 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { UpstreamTimeoutError, UpstreamUnavailableError, durationMs, type AuthInfo, type RouteAuthConfig } from '../plugin/index.js'
+import { UpstreamTimeoutError, UpstreamUnavailableError, addRouteHook, durationMs, type AuthInfo, type RouteAuthConfig } from '../plugin/index.js'
 import { ASSERTION_HEADER, type Assert } from './assertion.js'
-import { routePolicyOf, type RouteConfig } from './config.js'
+import type { RouteConfig } from './config.js'
+import { routePolicyOf } from './route-policy.js'
 import type { Recorder } from './metrics.js'
 import type { SocketRegistry } from './sockets.js'
 
@@ -132,12 +133,11 @@ function mapUpstreamError (reply: FastifyReply, { error }: { error: Error & { st
 export async function registerUpstream (app: FastifyInstance, route: RouteConfig, record: Recorder, sockets: SocketRegistry, assert?: Assert): Promise<void> {
   if (route.websocket) {
     app.addHook('onRoute', (r) => {
-      const existing = r.onRequest === undefined ? [] : Array.isArray(r.onRequest) ? r.onRequest : [r.onRequest]
       // After the route's auth policy (which runs first among its hooks) has let the upgrade through.
-      r.onRequest = [...existing, (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+      addRouteHook(r, 'onRequest', (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
         if (request.headers.upgrade !== undefined) sockets.note(request)
         done()
-      }] as never
+      }, 'last')
     })
   }
   const timeoutMs = durationMs(route.timeout, 'timeout')

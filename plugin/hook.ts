@@ -73,7 +73,7 @@ export function buildHook (opts: ResolvedOptions, sessions: Sessions, transport:
       // With dpop.required, the hook refreshes only with a proof, as POST /refresh does.
       if (proof === null && dpop?.settings.required === true) throw new DpopInvalidError('a DPoP proof is required')
       if (proof !== null) await dpop!.claim(proof)
-      const { pair, auth } = await sessions.refreshToAuth(refreshToken, requestMeta(request), proof?.jkt)
+      const { pair, auth } = await sessions.refreshToAuth(refreshToken, requestMeta(request), proof?.jkt, parts)
       request.auth = auth
       transport.send(request, reply, {
         accessToken: pair.accessToken,

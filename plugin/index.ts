@@ -8,6 +8,7 @@ import { kBridge } from './bridge.js'
 import { Dpop } from './dpop.js'
 import { authenticate, checkPolicy, closedRoute, kAuthError, kDpopAlgs, kDpopScheme, routePolicy, type RouteAuthConfig } from './guards.js'
 import { buildHook } from './hook.js'
+import { addRouteHook } from './route-hooks.js'
 import { resolveOptions, type RequestMeta, type TokengateOptions, type UserInfo } from './options.js'
 import { Revocations } from './revocation.js'
 import { registerOAuth } from './oauth.js'
@@ -169,8 +170,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
     } else {
       return
     }
-    const existing = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]
-    route.onRequest = [guard, ...existing] as never
+    addRouteHook(route, 'onRequest', guard, 'first')
   })
   app.addHook('onReady', async () => {
     if (badPolicies.length > 0) throw new Error(`tokengate: invalid auth policy: ${badPolicies.join('; ')}`)
@@ -230,6 +230,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
+export { addRouteHook } from './route-hooks.js'
 export { authOf, authPolicy, checkPolicy, policyError, requireAuth, requireRoles, routePolicy, type CheckedPolicy, type Policy, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'
 export { openapiSecuritySchemes, ErrorSchema, TokenPairSchema, SessionInfoSchema } from './routes.js'

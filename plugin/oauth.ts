@@ -134,14 +134,14 @@ export function registerOAuth (app: FastifyInstance, opts: ResolvedOptions & { r
     }, async (request, reply) => {
       const body = request.body as { refresh_token: string }
       // The token (its MAC and expiry) first, then the proof, its jti last.
-      sessions.checkRefresh(body.refresh_token)
+      const parts = sessions.checkRefresh(body.refresh_token)
       let proof: Proof | null = null
       if (dpop !== undefined) {
         proof = dpop.verify(request, reply)
         if (proof === null && dpop.settings.required) throw new DpopInvalidError('a DPoP proof is required')
         if (proof !== null) await dpop.claim(proof)
       }
-      const pair = await sessions.refresh(body.refresh_token, requestMeta(request), proof?.jkt)
+      const pair = await sessions.refresh(body.refresh_token, requestMeta(request), proof?.jkt, parts)
       noStore(reply)
       reply.header('pragma', 'no-cache')
       return { access_token: pair.accessToken, token_type: pair.tokenType, expires_in: pair.expiresIn, refresh_token: pair.refreshToken }

@@ -74,7 +74,7 @@ export class Revocations {
         this.generation++
         if (!subscribed) {
           this.loaded = false
-          if (wasUp) this.log.warn(`tokengate: revocation feed disconnected; serving from memory for up to ${this.stalenessMs} ms after its last proof, then checking revocations in the store per request`)
+          if (wasUp && !this.closed) this.log.warn(`tokengate: revocation feed disconnected; serving from memory for up to ${this.stalenessMs} ms after its last proof, then checking revocations in the store per request`)
           wasUp = false
         } else {
           this.loading = this.load(this.generation)

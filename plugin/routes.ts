@@ -202,7 +202,7 @@ export function registerRoutes (
     }
     const proof = proofOf(request, reply)
     if (proof !== null) await dpop!.claim(proof)
-    const pair = await sessions.refresh(token, requestMeta(request), proof?.jkt)
+    const pair = await sessions.refresh(token, requestMeta(request), proof?.jkt, parts)
     return sendPair(reply, pair, byCookie)
   }))
 

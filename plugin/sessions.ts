@@ -52,6 +52,8 @@ export interface SessionInfo {
   current?: boolean
 }
 
+type PairRecord = Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'authTime' | 'jkt' | 'acr' | 'amr'>
+
 /** A verified access token, remembered until its exp: its identity and when it was issued (ms). */
 export interface Verified { info: AuthInfo, until: number, issuedAt: number }
 
@@ -124,15 +126,23 @@ export class Sessions {
     }
   }
 
-  private pair (userId: string, sessionId: string, record: Pick<SessionRecord, 'roles' | 'claims' | 'createdAt' | 'authTime' | 'jkt' | 'acr' | 'amr'>, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+  private pair (userId: string, sessionId: string, record: PairRecord, refreshToken: string, refreshExpiresAt: number, now: number): TokenPair {
+    return this.pairWithPayload(userId, sessionId, record, refreshToken, refreshExpiresAt, now).pair
+  }
+
+  /** A new pair, and the access token's payload (what verifying it would give). */
+  private pairWithPayload (userId: string, sessionId: string, record: PairRecord, refreshToken: string, refreshExpiresAt: number, now: number): { pair: TokenPair, payload: AccessPayload } {
     const access = this.tokens.signAccess({ sub: userId, roles: record.roles, claims: record.claims, acr: record.acr, amr: record.amr }, sessionId, record.createdAt, record.authTime, now, record.jkt)
     return {
-      accessToken: access.token,
-      refreshToken,
-      tokenType: record.jkt === undefined ? 'Bearer' : 'DPoP',
-      expiresIn: access.expiresIn,
-      refreshExpiresIn: Math.max(0, Math.round((refreshExpiresAt - now) / 1000)),
-      sessionId
+      pair: {
+        accessToken: access.token,
+        refreshToken,
+        tokenType: record.jkt === undefined ? 'Bearer' : 'DPoP',
+        expiresIn: access.expiresIn,
+        refreshExpiresIn: Math.max(0, Math.round((refreshExpiresAt - now) / 1000)),
+        sessionId
+      },
+      payload: access.payload
     }
   }
 
@@ -220,9 +230,17 @@ export class Sessions {
   }
 
   /** A refresh; `jkt` is the DPoP key the request proved (a bound session needs it; an unbound one gets bound). */
-  async refresh (refreshToken: string, meta: RequestMeta = {}, jkt?: string): Promise<TokenPair> {
+  /**
+   * A refresh; `jkt` is the DPoP key the request proved (a bound session needs it; an unbound one gets bound).
+   * `checked`: the token's parts when the caller has already checked it (its MAC is not checked twice).
+   */
+  async refresh (refreshToken: string, meta: RequestMeta = {}, jkt?: string, checked?: RefreshParts & { keyIndex: number }): Promise<TokenPair> {
+    return (await this.refreshWithPayload(refreshToken, meta, jkt, checked)).pair
+  }
+
+  private async refreshWithPayload (refreshToken: string, meta: RequestMeta, jkt: string | undefined, checked: (RefreshParts & { keyIndex: number }) | undefined): Promise<{ pair: TokenPair, payload: AccessPayload }> {
     const now = Date.now()
-    const parts = this.checkRefresh(refreshToken, now)
+    const parts = checked ?? this.checkRefresh(refreshToken, now)
     // Revoked here (by this instance or the feed): refused without asking the store, which may have lost the
     // deletion in a failover.
     if (this.revocations.knownRevoked(parts.sessionId)) throw new RefreshInvalidError()
@@ -246,13 +264,13 @@ export class Sessions {
       jkt,
       reportSuccessorMismatch: rotate
     }
-    let r = await this.stored('refresh', async () => await this.store.rotate(rotateInput))
+    let r = await this.stored('refresh', () => this.store.rotate(rotateInput))
     if (r.status === 'successor') {
       // The previous token of a session re-authenticated within the grace window: its successor is the one the
       // re-authentication derived from this token's hash (the login's answer got the same token).
       successorId = this.tokens.reauthSuccessorId(parts.sessionId, presentedHash)
       const again = { ...rotateInput, successorHash: hashRefreshId(successorId), reportSuccessorMismatch: false }
-      r = await this.stored('refresh', async () => await this.store.rotate(again))
+      r = await this.stored('refresh', () => this.store.rotate(again))
     }
     if (r.status === 'missing' || r.status === 'successor') throw new RefreshInvalidError()
     if (r.status === 'key') throw new DpopInvalidError(jkt === undefined ? 'the session is bound to a DPoP key: a proof is required' : 'the session is bound to another DPoP key')
@@ -271,8 +289,8 @@ export class Sessions {
     const newRefresh = rotate
       ? this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, parentHash: presentedHash, expiresAt: r.record.refreshExpiresAt })
       : refreshToken
-    await this.audit(this.opts.onRefresh, 'onRefresh', parts.userId, parts.sessionId, meta)
-    return this.pair(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, now)
+    if (this.opts.onRefresh !== undefined) await this.audit(this.opts.onRefresh, 'onRefresh', parts.userId, parts.sessionId, meta)
+    return this.pairWithPayload(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, now)
   }
 
   /**
@@ -342,7 +360,12 @@ export class Sessions {
     }
     const r = this.tokens.verifyAccess(token)
     if (!r.ok) return r.expired ? 'expired' : 'invalid'
-    const entry = { info: this.authInfo(r.payload, token), until: r.payload.exp * 1000 + this.opts.clockToleranceMs, issuedAt: issuedAtMs(r.payload) }
+    return this.remember(token, r.payload)
+  }
+
+  /** Remembers a verified (or just signed) access token until its exp. */
+  private remember (token: string, payload: AccessPayload): Verified {
+    const entry = { info: this.authInfo(payload, token), until: payload.exp * 1000 + this.opts.clockToleranceMs, issuedAt: issuedAtMs(payload) }
     if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string)
     this.verified.set(token, entry)
     return entry
@@ -383,9 +406,14 @@ export class Sessions {
   }
 
   /** A refresh for the hook: the new pair, and the request's identity from its fresh access token. */
-  async refreshToAuth (refreshToken: string, meta: RequestMeta, jkt?: string): Promise<{ pair: TokenPair, auth: AuthInfo }> {
-    const pair = await this.refresh(refreshToken, meta, jkt)
-    return { pair, auth: await this.verify(pair.accessToken) }
+  /**
+   * A refresh for the hook: the new pair, and the request's identity from its fresh access token, built from
+   * the payload just signed (not verified again) and remembered like a verified token, for the client's next
+   * request.
+   */
+  async refreshToAuth (refreshToken: string, meta: RequestMeta, jkt?: string, checked?: RefreshParts & { keyIndex: number }): Promise<{ pair: TokenPair, auth: AuthInfo }> {
+    const { pair, payload } = await this.refreshWithPayload(refreshToken, meta, jkt, checked)
+    return { pair, auth: this.remember(pair.accessToken, payload).info }
   }
 
   async revokeSession (userId: string, sessionId: string, meta: AuditMeta = { reason: 'api' }): Promise<boolean> {

@@ -197,7 +197,7 @@ export class Tokens {
     return this.refreshKeys[0].successor
   }
 
-  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & Pick<UserInfo, 'acr' | 'amr'> & { claims: Record<string, unknown> }, sessionId: string, startedMs: number, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number } {
+  signAccess (user: Required<Pick<UserInfo, 'sub' | 'roles'>> & Pick<UserInfo, 'acr' | 'amr'> & { claims: Record<string, unknown> }, sessionId: string, startedMs: number, authTimeMs: number, now: number, jkt?: string): { token: string, expiresIn: number, payload: AccessPayload } {
     const iat = Math.floor(now / 1000)
     // No token of a session outlives its start + maxSessionAge.
     const expSec = Math.min(iat + Math.ceil(this.opts.accessTtlMs / 1000), Math.floor((startedMs + this.opts.maxSessionAgeMs) / 1000))
@@ -213,7 +213,7 @@ export class Tokens {
     if (user.amr !== undefined) payload.amr = user.amr
     payload.roles = user.roles
     if (jkt !== undefined) payload.cnf = { jkt }
-    return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat) }
+    return { token: this.signer.sign(payload), expiresIn: Math.max(0, expSec - iat), payload: payload as AccessPayload }
   }
 
   /** Verifies an access token (signature, algorithm, typ, exp/nbf/iat, iss/aud); results are cached by fast-jwt. */

@@ -126,8 +126,11 @@ export class RedisStore implements SessionStore {
    * with a command timeout (tokengate's own, the gateway's) need no timer per call (`always` adds one
    * anyway, for calls off the hot path on connections that may lack it).
    */
-  private async bounded<T> (p: Promise<T>, always = false): Promise<T> {
-    if (this.selfBounded && !always) return await p
+  private bounded<T> (p: Promise<T>, always = false): Promise<T> {
+    return this.selfBounded && !always ? p : this.raced(p)
+  }
+
+  private async raced<T> (p: Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`Redis did not answer within ${this.timeoutMs}ms`)), this.timeoutMs)

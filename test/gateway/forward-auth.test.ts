@@ -11,6 +11,7 @@ import { GATEWAY_USERS, postJson, rawRequest, startGateway, type RawResponse, ty
 import { Redis } from 'ioredis'
 import { parseConfig, ConfigError } from '../../gateway/index.js'
 import { readSessions, redisUrl } from '../helpers/redis.js'
+import { fakeClock } from '../helpers/clock.js'
 
 const ROUTES = [
   { prefix: '/api', auth: 'required' },
@@ -339,4 +340,23 @@ t.test('config: what forward authentication refuses, naming the field', async t 
   refused({ forwardAuth: { path: '/v', extra: 1 } }, 'forwardAuth.extra')
   const ok = parseConfig({ ...base, forwardAuth: {}, routes: [{ prefix: '/api' }] })
   t.equal(ok.forwardAuth?.path, '/auth/verify', 'control: the default path')
+})
+
+t.test('step-up: a route\'s maxAge and acr hold through forward authentication as on its proxied route', async t => {
+  const clock = fakeClock(t)
+  const gw = await gateway(t, { routes: [...ROUTES, { prefix: '/fresh', auth: 'required', maxAge: '1s' }, { prefix: '/mfa', auth: 'required', acr: ['mfa'] }] })
+  const alice = await login(gw)
+  const fresh = await verify(gw, 'POST', '/fresh/transfer', bearer(alice))
+  t.equal(fresh.status, 200, 'control: a login just now is fresh enough')
+  // A login of more than a second ago: stale (the users file's logins carry no acr).
+  clock.tick(2100)
+  const stale = await verify(gw, 'POST', '/fresh/transfer', bearer(alice))
+  t.equal(stale.status, 401, 'a stale authentication: 401')
+  t.equal(code(stale), 'TOKENGATE_STEP_UP_REQUIRED')
+  t.match(stale.headers['www-authenticate'], /^Bearer error="insufficient_user_authentication", error_description="[^"]+", max_age=1$/)
+  t.equal(stale.headers['x-user-id'], undefined, 'and no identity')
+  const mfa = await verify(gw, 'GET', '/mfa/x', bearer(alice))
+  t.equal(mfa.status, 401, 'no acr: 401')
+  t.match(mfa.headers['www-authenticate'], /acr_values="mfa"/)
+  t.equal((await verify(gw, 'GET', '/api/x', bearer(alice))).status, 200, 'control: a route without step-up')
 })
