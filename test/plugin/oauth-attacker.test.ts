@@ -18,7 +18,8 @@ const form = (o: Record<string, string>): string => new URLSearchParams(o).toStr
 const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' }
 
 t.test('/revoke with an expired access token changes nothing; a live one revokes (control)', async t => {
-  const { app, redis, prefix } = await buildApp(t, { issuer: ISSUER, routes: { verifyCredentials, oauth: true } })
+  const revoked: Array<[string, string | undefined]> = []
+  const { app, redis, prefix } = await buildApp(t, { issuer: ISSUER, routes: { verifyCredentials, oauth: true }, onRevoke: (_u, sid, meta) => { revoked.push([sid, meta.reason]) } })
   const pair = await login(app)
   const expired = craftAccessToken({ sub: 'u-alice', sid: pair.sessionId, roles: ['user'] }, { expiresInSec: -60, iss: ISSUER })
   const res = await app.inject({ method: 'POST', url: '/auth/revoke', headers: formHeaders, payload: form({ token: expired }) })
@@ -36,6 +37,7 @@ t.test('/revoke with an expired access token changes nothing; a live one revokes
   t.equal(await readSession(redis, prefix, 'u-alice', pair.sessionId), undefined, 'a live access token ends its session')
   const after = await app.inject({ url: '/me', headers: { authorization: `Bearer ${next.accessToken}` } })
   t.equal(after.json().code, 'TOKENGATE_TOKEN_REVOKED')
+  t.same(revoked, [[pair.sessionId, 'revoke']], 'onRevoke fired once, with reason revoke (and not for the expired token)')
 })
 
 t.test('routes.oauth without issuer is refused at registration, naming the option', async t => {
