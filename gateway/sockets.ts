@@ -4,6 +4,7 @@
 // §7.4.1: policy violation), upstream side included.
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { accessTokenIssuedAt } from '../plugin/index.js'
 
 /** What the registry uses of a proxied client socket (a `ws` WebSocket), written out so the shipped types need no `ws` types. */
 export interface ProxiedSocket {
@@ -13,7 +14,7 @@ export interface ProxiedSocket {
 
 export const REVOKED_CLOSE = { code: 1008, reason: 'session revoked' } as const
 
-interface Owner { sessionId: string, userId: string, token: string }
+interface Owner { sessionId: string, userId: string, token: string, issuedAt: number }
 
 export interface SocketRegistry {
   /** Notes the session of an authenticated upgrade request (before the proxy opens its sockets). */
@@ -45,9 +46,12 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
     })
   }
 
-  // revokeAll (a user) or revokeEveryone (userId undefined): the sockets of the tokens issued before the epoch.
-  function closeBefore (userId: string | undefined): void {
-    for (const [ws, owner] of owners) if (userId === undefined || owner.userId === userId) recheck(ws, owner)
+  // revokeAll (a user) or revokeEveryone (userId undefined): the sockets opened with a token issued before the
+  // epoch (expired since or not: a socket outlives its upgrade's token, never its session).
+  function closeBefore (userId: string | undefined, before: number): void {
+    for (const [ws, owner] of owners) {
+      if ((userId === undefined || owner.userId === userId) && owner.issuedAt < before) ws.close(REVOKED_CLOSE.code, REVOKED_CLOSE.reason)
+    }
   }
 
   const unsubscribe: Array<() => void> = []
@@ -59,7 +63,7 @@ export function socketRegistry (app: FastifyInstance): SocketRegistry {
   return {
     note (request) {
       const auth = request.auth
-      if (auth !== null) pending.set(request.raw.socket, { sessionId: auth.sessionId, userId: auth.userId, token: auth.token })
+      if (auth !== null) pending.set(request.raw.socket, { sessionId: auth.sessionId, userId: auth.userId, token: auth.token, issuedAt: accessTokenIssuedAt(auth.token) })
     },
     onConnect (_context, source) {
       const socket = (source as unknown as { _socket?: Socket })._socket

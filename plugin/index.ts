@@ -230,6 +230,7 @@ async function tokengate (app: FastifyInstance, options: TokengateOptions): Prom
 export default fp(tokengate, { fastify: '5.x', name: 'tokengate' })
 export { tokengate }
 export * from './errors.js'
+export { accessTokenIssuedAt } from './tokens.js'
 export { addRouteHook } from './route-hooks.js'
 export { authOf, authPolicy, checkPolicy, policyError, requireAuth, requireRoles, routePolicy, type CheckedPolicy, type Policy, type RouteAuthConfig } from './guards.js'
 export { corsHeaders } from './transport.js'

@@ -74,15 +74,26 @@ export class Sessions {
     private readonly userStore = false
   ) {}
 
-  /** The times a store operation on `userId`'s sessions needs; sessions started before the user's epoch are gone. */
-  private times (now: number, userId: string): SessionTimes {
+  /** The times a store operation needs; sessions started before `notBefore` (the user's latest epoch) are gone. */
+  private times (now: number, notBefore: number): SessionTimes {
     return {
       now,
       refreshTtlMs: this.opts.refreshTtlMs,
       maxSessionAgeMs: this.opts.maxSessionAgeMs,
       extraMs: this.opts.accessTtlMs + this.opts.clockToleranceMs,
-      notBefore: this.revocations.notBefore(userId)
+      notBefore
     }
+  }
+
+  /**
+   * The user's latest epoch (theirs or everybody's): from memory while the revocation feed is trusted, else
+   * from the store too (an instance cut off from the feed must not let a session older than an epoch it missed
+   * refresh into a new one). A store failure there is the caller's store failure.
+   */
+  private async notBefore (userId: string, what: string): Promise<number> {
+    const known = this.revocations.notBefore(userId)
+    if (this.revocations.up) return known
+    return Math.max(known, await this.stored(what, async () => await this.store.epochOf(userId)))
   }
 
   /**
@@ -158,6 +169,7 @@ export class Sessions {
     const refreshExpiresAt = now + this.opts.refreshTtlMs
     const roles = user.roles ?? []
     const claims = ownClaims(user.claims)
+    const nb = await this.notBefore(user.sub, 'issue')
     const evicted = await this.stored('issue', async () => await this.store.create({
       userId: user.sub,
       sessionId,
@@ -172,7 +184,7 @@ export class Sessions {
       ...(acr !== undefined ? { acr } : {}),
       ...(amr !== undefined ? { amr } : {}),
       ...(providerSessionId !== undefined ? { providerSessionId } : {})
-    }, this.times(now, user.sub), { maxSessions: this.opts.maxSessionsPerUser }))
+    }, this.times(now, nb), { maxSessions: this.opts.maxSessionsPerUser }))
     const refreshToken = this.tokens.makeRefresh({ userId: user.sub, sessionId, refreshId, expiresAt: refreshExpiresAt })
     await this.audit(this.opts.onIssue, 'onIssue', user.sub, sessionId, meta)
     if (evicted.length > 0) {
@@ -201,8 +213,9 @@ export class Sessions {
     const now = Date.now()
     const roles = user.roles ?? []
     const claims = ownClaims(user.claims)
+    const nb = await this.notBefore(userId, 'reauthenticate')
     const r = await this.stored('reauthenticate', async () => await reauthenticate({
-      ...this.times(now, userId),
+      ...this.times(now, nb),
       userId,
       sessionId,
       successorOf: (current) => hashRefreshId(this.tokens.reauthSuccessorId(sessionId, current)),
@@ -250,8 +263,9 @@ export class Sessions {
     const refreshClaims = this.opts.refreshClaims
     if (refreshClaims !== undefined) fresh = await this.userCallback('refreshClaims', () => refreshClaims(parts.userId, parts.sessionId))
     const presentedHash = hashRefreshId(parts.refreshId)
+    const nb = this.revocations.up ? this.revocations.notBefore(parts.userId) : await this.notBefore(parts.userId, 'refresh')
     const rotateInput = {
-      ...this.times(now, parts.userId),
+      ...this.times(now, nb),
       userId: parts.userId,
       sessionId: parts.sessionId,
       presentedHash,
@@ -301,8 +315,9 @@ export class Sessions {
     const now = Date.now()
     const successorId = this.tokens.successorId(parts.sessionId, parts.refreshId, parts.keyIndex)
     const presentedHash = hashRefreshId(parts.refreshId)
+    const nb = await this.notBefore(parts.userId, 'renew')
     const r = await this.stored('renew', async () => await this.store.renew({
-      ...this.times(now, parts.userId),
+      ...this.times(now, nb),
       userId: parts.userId,
       sessionId: parts.sessionId,
       presentedHash,
@@ -460,11 +475,13 @@ export class Sessions {
 
   /** One live session's record, or undefined. */
   async record (userId: string, sessionId: string): Promise<SessionRecord | undefined> {
-    return (await this.stored('list', async () => await this.store.list(userId, Date.now(), this.revocations.notBefore(userId)))).find(r => r.sessionId === sessionId)
+    const nb = await this.notBefore(userId, 'list')
+    return (await this.stored('list', async () => await this.store.list(userId, Date.now(), nb))).find(r => r.sessionId === sessionId)
   }
 
   async listSessions (userId: string, currentSessionId?: string): Promise<SessionInfo[]> {
-    const records = await this.stored('list', async () => await this.store.list(userId, Date.now(), this.revocations.notBefore(userId)))
+    const nb = await this.notBefore(userId, 'list')
+    const records = await this.stored('list', async () => await this.store.list(userId, Date.now(), nb))
     return records.map(r => {
       const info: SessionInfo = {
         id: r.sessionId,

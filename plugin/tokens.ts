@@ -316,6 +316,21 @@ export function issuedAtMs (payload: { jti?: unknown, iat: number }): number {
   return payload.iat * 1000
 }
 
+/**
+ * When an access token of tokengate's was issued (ms), read without checking it (the caller has: e.g. an
+ * authenticated request's token); 0 when it cannot be read.
+ */
+export function accessTokenIssuedAt (token: string): number {
+  const a = token.indexOf('.')
+  const b = token.indexOf('.', a + 1)
+  try {
+    const payload = JSON.parse(Buffer.from(token.slice(a + 1, b), 'base64url').toString('utf8')) as { jti?: unknown, iat?: unknown }
+    return typeof payload.iat === 'number' ? issuedAtMs({ jti: payload.jti, iat: payload.iat }) : 0
+  } catch {
+    return 0
+  }
+}
+
 function kidOf (token: string): string | undefined {
   const dot = token.indexOf('.')
   if (dot <= 0) return undefined

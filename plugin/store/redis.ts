@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { decode as decodeMsgpack } from '@msgpack/msgpack'
 import { Redis } from 'ioredis'
-import { closingClient, hasCommandTimeout, ownClientOptions, type Client, type RedisClient } from './connections.js'
+import { closingClient, hasCommandTimeout, isCluster, ownClientOptions, type Client, type RedisClient } from './connections.js'
 import { subscribeFeed, type Feed } from './feed.js'
 import type {
   CreateOptions, EpochEntry, NewSession, ReauthInput, ReauthResult, RenewInput, RenewResult, RevocationEntry, RevocationFeedHandlers,
@@ -26,17 +26,21 @@ export interface RedisStoreOptions {
 const LUA_DIR = new URL('./lua/', import.meta.url)
 const lua = (name: string): string => readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8')
 const COMMON = lua('common')
-const session = (name: string): string => COMMON + '\n' + lua(name)
+// A session script may be given revokeEveryone's key as KEYS[3] (one Redis server: any key is reachable; on a
+// Cluster it lives in another slot and is not given): then it reads the epoch itself, so no session older than
+// it survives an instance that has not heard of it yet. The 0.1 migration's KEYS[3…] are session keys.
+const session = (name: string): string => 'local EVERYONE_KEY = KEYS[3]\n' + COMMON + '\n' + lua(name)
 
 // Names are namespaced (and versioned: earlier layouts' scripts took other arguments) so several stores, or
 // a user's own scripts, can share one ioredis instance. Every key a script touches is in its KEYS.
 const SCRIPTS = {
-  tokengate3Create: { numberOfKeys: 2, lua: session('create') },
-  tokengate3Rotate: { numberOfKeys: 2, lua: session('rotate') },
-  tokengate3Renew: { numberOfKeys: 2, lua: session('renew') },
-  tokengate3Reauth: { numberOfKeys: 2, lua: session('reauth') },
-  tokengate3Revoke: { numberOfKeys: 2, lua: session('revoke') },
-  tokengate3RevokeAll: { numberOfKeys: 2, lua: session('revoke-all') },
+  // The session scripts take 2 or 3 keys (see `session`): the caller passes the number first.
+  tokengate4Create: { lua: session('create') },
+  tokengate4Rotate: { lua: session('rotate') },
+  tokengate4Renew: { lua: session('renew') },
+  tokengate4Reauth: { lua: session('reauth') },
+  tokengate4Revoke: { lua: session('revoke') },
+  tokengate4RevokeAll: { lua: session('revoke-all') },
   tokengate2MarkRevoked: { numberOfKeys: 1, lua: lua('mark-revoked') },
   tokengate3MarkEpoch: { numberOfKeys: 1, lua: lua('mark-epoch') }
 } as const
@@ -48,7 +52,7 @@ const SCRIPTS = {
 export const layout = { stringFormMax: 8 }
 
 /** The 0.1 migration declares the keys of the sessions it moves: a variable number. */
-const MIGRATE_01 = session('migrate-0.1')
+const MIGRATE_01 = 'local EVERYONE_KEY = nil\n' + COMMON + '\n' + lua('migrate-0.1')
 
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<unknown>
 type Scripted = Record<keyof typeof SCRIPTS, ScriptFn>
@@ -60,6 +64,8 @@ export function encodeUserId (userId: string): string {
 
 export class RedisStore implements SessionStore {
   readonly client: Client
+  /** Whether the client is a Cluster (revokeEveryone's key then lives in another slot than a user's). */
+  private readonly cluster: boolean
   private readonly owned: boolean
   /** Whether ioredis bounds every call itself (a command timeout on the connection), so no timer per call is needed. */
   private readonly selfBounded: boolean
@@ -81,6 +87,7 @@ export class RedisStore implements SessionStore {
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))
       : opts.redis as unknown as Client
     if (this.owned) this.client.on('error', () => { /* reported by failing calls; reconnects by itself */ })
+    this.cluster = isCluster(this.client)
     this.selfBounded = this.owned || hasCommandTimeout(this.client)
     for (const [name, def] of Object.entries(SCRIPTS)) {
       if (typeof (this.client as unknown as Record<string, unknown>)[name] !== 'function') this.client.defineCommand(name, def)
@@ -144,7 +151,9 @@ export class RedisStore implements SessionStore {
 
   /** KEYS and the first ARGV (now, not-before, the string form's size) every session script takes. */
   private head (userId: string, now: number, notBefore = 0): Array<string | number> {
-    return [this.sessionsKey(userId), this.legacy(userId).index, now, notBefore, layout.stringFormMax]
+    return this.cluster
+      ? [2, this.sessionsKey(userId), this.legacy(userId).index, now, notBefore, layout.stringFormMax]
+      : [3, this.sessionsKey(userId), this.legacy(userId).index, this.everyoneKey, now, notBefore, layout.stringFormMax]
   }
 
   /**
@@ -171,7 +180,7 @@ export class RedisStore implements SessionStore {
 
   async create (s: NewSession, t: SessionTimes, options: CreateOptions = {}): Promise<string[]> {
     const nb = t.notBefore ?? 0
-    const r = await this.run<[string, string[]]>(s.userId, t.now, nb, async () => await this.scripts.tokengate3Create(
+    const r = await this.run<[string, string[]]>(s.userId, t.now, nb, async () => await this.scripts.tokengate4Create(
       ...this.head(s.userId, t.now, nb), s.sessionId, s.refreshHash, s.refreshExpiresAt, t.extraMs,
       s.ip ?? '', s.userAgent ?? '', JSON.stringify(s.roles), JSON.stringify(s.claims), options.maxSessions ?? 0, s.createdAt, s.jkt ?? '',
       s.authTime ?? s.createdAt, s.acr ?? '', s.amr === undefined ? '' : JSON.stringify(s.amr), s.providerSessionId ?? ''
@@ -181,7 +190,7 @@ export class RedisStore implements SessionStore {
 
   async rotate (i: RotateInput): Promise<RotateResult> {
     const nb = i.notBefore ?? 0
-    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Rotate(
+    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Rotate(
       ...this.head(i.userId, i.now, nb), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.rotate ? '1' : '0', i.graceMs,
       i.roles === undefined ? '' : JSON.stringify(i.roles), i.claims === undefined ? '' : JSON.stringify(i.claims), i.jkt ?? '',
@@ -201,12 +210,12 @@ export class RedisStore implements SessionStore {
     // Read the current hash, derive its successor, then set both if the hash is still current; a refresh that
     // rotated the session in between is met by reading again (a few times at most).
     for (let attempt = 0; attempt < 3; attempt++) {
-      const read = await this.run<[string, string?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Reauth(
+      const read = await this.run<[string, string?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Reauth(
         ...this.head(i.userId, i.now, nb), i.sessionId, '', '', ...fixed
       ))
       if (read[0] !== 'hash') return { status: read[0] === 'key' ? 'key' : 'missing' }
       const current = read[1]!
-      const r = await this.run<[string, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Reauth(
+      const r = await this.run<[string, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Reauth(
         ...this.head(i.userId, i.now, nb), i.sessionId, current, i.successorOf(current), ...fixed
       ))
       if (r[0] === 'ok') return { status: 'ok', previousHash: current, record: parseRow(r[1]!) }
@@ -217,7 +226,7 @@ export class RedisStore implements SessionStore {
 
   async renew (i: RenewInput): Promise<RenewResult> {
     const nb = i.notBefore ?? 0
-    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate3Renew(
+    const r = await this.run<[string, number?, number?, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Renew(
       ...this.head(i.userId, i.now, nb), i.sessionId, i.presentedHash, i.successorHash, i.parentHash === undefined ? '' : i.parentHash,
       i.refreshTtlMs, i.maxSessionAgeMs, i.extraMs, i.graceMs, i.jkt ?? ''
     ))
@@ -228,7 +237,7 @@ export class RedisStore implements SessionStore {
   async revoke (userId: string, sessionIds: string[], notBefore = 0): Promise<string[]> {
     if (sessionIds.length === 0) return []
     const now = Date.now()
-    const r = await this.run<[string, string[]?]>(userId, now, notBefore, async () => await this.scripts.tokengate3Revoke(...this.head(userId, now, notBefore), ...sessionIds))
+    const r = await this.run<[string, string[]?]>(userId, now, notBefore, async () => await this.scripts.tokengate4Revoke(...this.head(userId, now, notBefore), ...sessionIds))
     return r[1] ?? []
   }
 
@@ -236,7 +245,7 @@ export class RedisStore implements SessionStore {
     const now = Date.now()
     // Read first: in the hash form the script answers every field, dead ones too, and only this read knows them.
     const before = await this.read(userId, now, notBefore)
-    const r = await this.run<[string, string[]?, number?]>(userId, now, notBefore, async () => await this.scripts.tokengate3RevokeAll(...this.head(userId, now, notBefore)))
+    const r = await this.run<[string, string[]?, number?]>(userId, now, notBefore, async () => await this.scripts.tokengate4RevokeAll(...this.head(userId, now, notBefore)))
     const ids = r[1] ?? []
     if (r[2] === 1) return ids
     const dead = new Set(before.dead)
@@ -260,8 +269,13 @@ export class RedisStore implements SessionStore {
     const { index } = this.legacy(userId)
     for (let attempt = 0; ; attempt++) {
       type Reply<T> = [Error | null, T]
-      const [legacy, asString, asHash] = await this.bounded(this.client.multi().exists(index).getBuffer(key).hgetallBuffer(key).exec()) as [Reply<number>, Reply<Buffer | null>, Reply<Record<string, Buffer>>]
+      const multi = this.client.multi().exists(index).getBuffer(key).hgetallBuffer(key)
+      // One server: revokeEveryone's epoch read in the same transaction (the later of it and the caller's wins).
+      if (!this.cluster) multi.get(this.everyoneKey)
+      const [legacy, asString, asHash, everyone] = await this.bounded(multi.exec()) as [Reply<number>, Reply<Buffer | null>, Reply<Record<string, Buffer>>, Reply<string | null>?]
       if (legacy[1] === 1 && attempt < 3) { await this.migrateLegacy(userId, now, notBefore); continue }
+      const epoch = everyone?.[1] == null ? 0 : Number(everyone[1])
+      if (epoch > notBefore) notBefore = epoch
       const stored: Array<[string, unknown[]]> = []
       if (asString[0] === null && asString[1] !== null) {
         for (const [sid, r] of Object.entries(decodeMsgpack(asString[1]) as Record<string, unknown[]>)) stored.push([sid, r])

@@ -11,6 +11,7 @@ import t, { type Test } from 'tap'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { buildGateway, hashPassword } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
+import { fakeClock } from '../helpers/clock.js'
 import { deletePrefix, redisUrl, uniquePrefix } from '../helpers/redis.js'
 import { removeTempDir, tempDir } from '../helpers/spawn.js'
 
@@ -301,4 +302,31 @@ t.test('a revoked session\'s WebSockets are closed (1008 "session revoked") on w
   const s3 = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${later.accessToken}` })
   s3.send('after?')
   t.equal((await nextMessage(s3)).data.toString(), 'after?', 'a socket of a login after it works')
+})
+
+t.test('a socket outlives its upgrade\'s access token, never its session: logout-all and revokeEveryone elsewhere close it', async t => {
+  const clock = fakeClock(t)
+  const up = await startWsUpstream(t)
+  const routes = [{ prefix: '/ws', upstream: up.origin, websocket: true, auth: 'required' }]
+  const a = await startGateway(t, routes)
+  const b = await startGateway(t, routes, { prefix: a.prefix })
+  const closed = async (ws: WebSocket): Promise<{ code: number, reason: string }> =>
+    await within(BOUND_MS, 'close', new Promise(resolve => ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() }))))
+  for (const revoke of ['logout-all', 'revokeEveryone'] as const) {
+    const pair = await login(b.http)
+    const ws = await connect(t, `${b.ws}/ws/chat`, { authorization: `Bearer ${pair.accessToken}` })
+    const gone = closed(ws)
+    clock.tick(11 * 60_000) // past the access token's 10 minutes
+    await t.rejects(b.app.tokengate.verify(pair.accessToken), { code: 'TOKENGATE_TOKEN_EXPIRED' }, `${revoke}: the upgrade's token has expired`)
+    ws.send('still?')
+    t.equal((await nextMessage(ws)).data.toString(), 'still?', `${revoke}: the socket works on (an expiry does not close it)`)
+    if (revoke === 'revokeEveryone') {
+      await a.app.tokengate.revokeEveryone()
+    } else {
+      const fresh = await login(a.http) // a new login of the same user, to log out everywhere with
+      const out = await fetch(`${a.http}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${fresh.accessToken}` } })
+      t.equal(out.status, 204)
+    }
+    t.same(await gone, { code: 1008, reason: 'session revoked' }, `${revoke} on A closes the socket B holds`)
+  }
 })

@@ -161,3 +161,17 @@ t.test('the latest of the user\'s and everybody\'s epoch wins, either way round 
   const bob = await login(B, 'bob')
   t.equal((await me(A, bob.accessToken)).statusCode, 200, 'control: another user logged in after the global epoch works')
 })
+
+t.test('an instance that has not heard of revokeEveryone yet still refuses a refresh of an older session (one Redis server)', async t => {
+  const { apps: [B], redis, prefix } = await instances(t, 1)
+  const old = await login(B)
+  // The epoch as another instance writes it, but B never hears of it (no message on the feed): B's memory
+  // knows nothing, the session scripts read the key themselves.
+  await redis.set(`${prefix}:epoch`, String(Date.now()), 'PX', 60_000)
+  const refused = await refresh(B, old.refreshToken)
+  t.equal(refused.statusCode, 401, 'the refresh of a session started before the epoch is refused')
+  t.equal(refused.json().code, 'TOKENGATE_REFRESH_INVALID')
+  t.same(await B.tokengate.listSessions('u-alice'), [], 'and the session is not listed')
+  const fresh = await login(B)
+  t.equal((await refresh(B, fresh.refreshToken)).statusCode, 200, 'control: a session started after it refreshes')
+})

@@ -28,6 +28,11 @@ local NOW = tonumber(ARGV[1])
 local NB = tonumber(ARGV[2])
 -- How many sessions a user keeps in the string form (8; the caller passes it, so tests can try the hash form).
 local SMALL = tonumber(ARGV[3])
+-- revokeEveryone's epoch, read here when the caller gives its key: the later of it and the caller's wins.
+if EVERYONE_KEY then
+  local everyone = tonumber(redis.call('GET', EVERYONE_KEY) or '0')
+  if everyone ~= nil and everyone > NB then NB = everyone end
+end
 
 -- Numbers are formatted by hand: Redis would print large ones in exponent form.
 local function int (n) return string.format('%.0f', n) end
