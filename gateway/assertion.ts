@@ -36,6 +36,10 @@ export function checkAssertions (config: GatewayConfig): void {
     if (config.tokens.keys === undefined) throw new ConfigError(field, 'needs asymmetric signing keys in tokens.keys (an assertion is signed with the first one and checked against /.well-known/jwks.json; tokens.secret cannot sign one an upstream could check without holding the secret)')
     if (config.tokens.issuer === undefined) throw new ConfigError('tokens.issuer', `is required with ${field}: it is the assertion's iss, which upstreams check`)
     if (r.auth === 'public') throw new ConfigError(field, 'needs auth "required" or "optional" (a public route forwards no identity)')
+    // Signed with the same key as access tokens: an access token must never pass for an assertion of this
+    // audience at an upstream that does not check typ.
+    const audiences = [config.tokens.audience ?? []].flat()
+    if (audiences.includes(r.assertion.audience)) throw new ConfigError(`${field}.audience`, 'must differ from tokens.audience (an access token would pass for an assertion at an upstream that does not check typ)')
   }
 }
 

@@ -17,7 +17,8 @@ export interface LoginProvider {
 function asUser (value: unknown): UserInfo | null {
   const v = value as { sub?: unknown, roles?: unknown, claims?: unknown, acr?: unknown, amr?: unknown } | null
   if (v === null || typeof v !== 'object' || typeof v.sub !== 'string' || v.sub === '') return null
-  const roles = Array.isArray(v.roles) && v.roles.every(r => typeof r === 'string') ? v.roles as string[] : []
+  // (A role with a comma would read as two in x-user-roles: such roles are left out.)
+  const roles = Array.isArray(v.roles) && v.roles.every(r => typeof r === 'string') ? (v.roles as string[]).filter(r => !r.includes(',')) : []
   const claims = v.claims !== null && typeof v.claims === 'object' && !Array.isArray(v.claims) ? v.claims as Record<string, unknown> : undefined
   const user: UserInfo = { sub: v.sub, roles, claims }
   // RFC 9470: the authentication's class and methods, when the service says (anything else reads as unknown:

@@ -104,9 +104,11 @@ export function rolesAt (claims: Record<string, unknown>, dotPath: string | unde
     if (at === null || typeof at !== 'object' || Array.isArray(at) || !Object.hasOwn(at, part)) return []
     at = (at as Record<string, unknown>)[part]
   }
-  if (typeof at === 'string') return at === '' ? [] : [at]
+  // A role with a comma would read as two in x-user-roles: such a value is not taken as a role.
+  const role = (r: unknown): r is string => typeof r === 'string' && r !== '' && !r.includes(',')
+  if (typeof at === 'string') return role(at) ? [at] : []
   if (!Array.isArray(at)) return []
-  return [...new Set(at.filter((r): r is string => typeof r === 'string' && r !== ''))]
+  return [...new Set(at.filter(role))]
 }
 
 /** What instances share: a used state, a seen logout-token jti, the sessions started from a provider session. */

@@ -505,9 +505,14 @@ function checkUser (user: UserInfo): { acr?: string, amr?: string[] } {
   if (user === null || typeof user !== 'object' || typeof user.sub !== 'string' || user.sub.length === 0) {
     throw new TypeError('tokengate.issue(user): user.sub must be a non-empty string')
   }
+  // A sub that is not well-formed Unicode (a lone surrogate) would reach Redis and the feed as another string.
+  if (!(user.sub as string & { isWellFormed: () => boolean }).isWellFormed()) throw new TypeError('tokengate.issue(user): user.sub must be well-formed Unicode (no lone surrogate)')
   if (user.roles !== undefined && (!Array.isArray(user.roles) || !user.roles.every(r => typeof r === 'string'))) {
     throw new TypeError('tokengate.issue(user): user.roles must be an array of strings')
   }
+  // Roles travel comma-separated (x-user-roles): a role with a comma would read as two.
+  const comma = user.roles?.find(r => r.includes(','))
+  if (comma !== undefined) throw new TypeError(`tokengate.issue(user): user.roles: a role cannot contain a comma (${JSON.stringify(comma)})`)
   const { acr, amr } = user as { acr?: unknown, amr?: unknown }
   if (acr != null && (typeof acr !== 'string' || acr === '')) throw new TypeError('tokengate.issue(user): user.acr must be a non-empty string')
   if (amr != null && (!Array.isArray(amr) || !amr.every(m => typeof m === 'string' && m !== ''))) {

@@ -116,6 +116,8 @@ export type ReauthResult =
   | { status: 'ok', previousHash: string, record: SessionRecord }
   | { status: 'missing' }
   | { status: 'key' }
+  /** createdAt + maxSessionAge has passed: nothing changed. */
+  | { status: 'capped' }
   /** The current hash kept changing under concurrent refreshes: nothing changed. */
   | { status: 'race' }
 

@@ -140,6 +140,7 @@ export class MemoryStore implements SessionStore {
     const e = this.live(i.userId, i.sessionId, i.now, i.notBefore)
     if (e === undefined) return { status: 'missing' }
     if (e.jkt !== undefined && e.jkt !== i.jkt) return { status: 'key' }
+    if (i.now >= e.createdAt + i.maxSessionAgeMs) return { status: 'capped' }
     // As the Redis store: the successor is derived from the hash read, and set only while that hash is current.
     let previousHash = e.refreshHash
     let successor = i.successorOf(previousHash)

@@ -213,13 +213,13 @@ export class RedisStore implements SessionStore {
       const read = await this.run<[string, string?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Reauth(
         ...this.head(i.userId, i.now, nb), i.sessionId, '', '', ...fixed
       ))
-      if (read[0] !== 'hash') return { status: read[0] === 'key' ? 'key' : 'missing' }
+      if (read[0] !== 'hash') return { status: read[0] === 'key' || read[0] === 'capped' ? read[0] : 'missing' }
       const current = read[1]!
       const r = await this.run<[string, Row?]>(i.userId, i.now, nb, async () => await this.scripts.tokengate4Reauth(
         ...this.head(i.userId, i.now, nb), i.sessionId, current, i.successorOf(current), ...fixed
       ))
       if (r[0] === 'ok') return { status: 'ok', previousHash: current, record: parseRow(r[1]!) }
-      if (r[0] !== 'race') return { status: r[0] === 'key' ? 'key' : 'missing' }
+      if (r[0] !== 'race') return { status: r[0] === 'key' || r[0] === 'capped' ? r[0] : 'missing' }
     }
     return { status: 'race' }
   }

@@ -171,6 +171,8 @@ t.test('config: assertion without asymmetric keys, without an issuer, or on a pu
   refused({ tokens: { keys: [key], issuer: ISSUER }, routes: [{ ...route, auth: 'public' }] }, 'routes[0].assertion', /public/)
   refused({ tokens: { keys: [key], issuer: ISSUER }, routes: [{ ...route, assertion: { audience: '' } }] }, 'routes[0].assertion.audience', /invalid/)
   refused({ tokens: { keys: [key], issuer: ISSUER }, routes: [{ ...route, assertion: { aud: 'api' } }] }, 'routes[0].assertion.aud', /not a known field/)
+  refused({ tokens: { keys: [key], issuer: ISSUER, audience: ['web', 'api'] }, routes: [route] }, 'routes[0].assertion.audience', /tokens\.audience/)
+  t.ok(parseConfig({ ...base, tokens: { keys: [key], issuer: ISSUER, audience: 'web' }, routes: [route] }), 'control: an audience of its own loads')
   t.ok(parseConfig({ ...base, tokens: { keys: [key], issuer: ISSUER }, routes: [route] }), 'control: with a key and an issuer it loads')
 
   const dir = tempDir('assertion-bin')

@@ -24,7 +24,7 @@ async function app (t: Test): Promise<{ url: string, seen: Seen[] }> {
     req.resume()
     req.on('end', () => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
-      res.writeHead(200, { 'content-type': 'application/json', 'x-access-token': 'planted-by-the-app', 'cache-control': 'public, max-age=600' })
+      res.writeHead(200, { 'content-type': 'application/json', 'x-access-token': 'planted-by-the-app', 'cache-control': 'public, max-age=600', 'set-cookie': ['tg_refresh=planted-by-the-app; Path=/; HttpOnly', 'tg_access=planted-by-the-app; Path=/'] })
       res.end(JSON.stringify({ ok: true }))
     })
   })
@@ -81,6 +81,7 @@ t.test('through nginx: 200 with the identity upstream, 401, 403, revocation at o
   t.equal(seen.headers['x-session-id'], pair.sessionId, 'and x-session-id')
   t.equal(seen.headers.authorization, undefined, 'but not the token')
   t.equal(ok.headers['x-access-token'], undefined, 'the app\'s planted x-access-token never reaches the client')
+  t.notOk([ok.headers['set-cookie']].flat().some(c => typeof c === 'string' && c.includes('planted-by-the-app')), 'nor its planted tg_* cookies')
 
   const none = await at(s, '/api/orders')
   t.equal(none.status, 401, 'no token: 401 from nginx')

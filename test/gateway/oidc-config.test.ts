@@ -115,6 +115,8 @@ t.test('returnTo: a path on our origin, else /', async t => {
 
 t.test('rolesClaim: a dot path into the ID token\'s claims', async t => {
   const claims = { realm_access: { roles: ['user', 'admin', 3, '', 'user'] }, groups: 'staff', nested: { a: { b: ['x'] } } }
+  t.same(rolesAt({ r: ['team-x,admin', 'user'] }, 'r'), ['user'], 'a role with a comma is not taken (it would read as two in x-user-roles)')
+  t.same(rolesAt({ r: 'a,b' }, 'r'), [], 'nor a single one')
   t.same(rolesAt(claims, 'realm_access.roles'), ['user', 'admin'], 'strings only, once each')
   t.same(rolesAt(claims, 'groups'), ['staff'], 'a string is one role')
   t.same(rolesAt(claims, 'nested.a.b'), ['x'])

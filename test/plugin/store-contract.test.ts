@@ -300,6 +300,18 @@ function contract (name: string, factory: Factory): void {
       await checkGone(t, h, user, s.sessionId)
     })
 
+    t.test('reauthenticate past createdAt + maxSessionAge: capped, nothing changes (a login then starts a new session)', async t => {
+      const { store } = await factory(t)
+      const now = Date.now()
+      const user = 'u-' + id()
+      const s = newSession(user, now - 5000, { createdAt: now - 5000 })
+      await store.create(s, times(now - 5000))
+      const input = { userId: user, sessionId: s.sessionId, successorOf: () => hash(), roles: ['user'], claims: {} }
+      t.same(await store.reauthenticate!({ ...times(now, { maxSessionAgeMs: 4000 }), ...input }), { status: 'capped' }, 'started 5 s ago, at most 4 s: capped')
+      t.equal((await findSession(store, user, s.sessionId))?.refreshHash, s.refreshHash, 'the session is unchanged')
+      t.equal((await store.reauthenticate!({ ...times(now, { maxSessionAgeMs: 6000 }), ...input })).status, 'ok', 'control: within the cap, ok')
+    })
+
     t.test('reauthenticate: the current hash becomes the previous one, its successor current; a new authentication', async t => {
       const h = await factory(t)
       const { store } = h

@@ -6,7 +6,7 @@
 -- ARGV: now, not-before, small, sessionId, expectedHash ('' = only read the current hash), successorHash,
 --       refreshTtlMs, maxSessionAgeMs, extraMs, roles, claims, acr ('' = none), amr JSON ('' = none),
 --       jkt (the DPoP key the login proved, '' = none)
--- Returns { 'hash', h } | { 'ok', record } | { 'race' } | { 'missing' } | { 'key' } | { 'legacy' }
+-- Returns { 'hash', h } | { 'ok', record } | { 'race' } | { 'missing' } | { 'key' } | { 'capped' } | { 'legacy' }
 open()
 local sid = ARGV[4]
 local r = S.get(sid)
@@ -17,6 +17,8 @@ if r == nil then
 end
 -- A session bound to a DPoP key is re-authenticated only by a login that proves that key.
 if r[12] and r[12] ~= ARGV[14] then S.save(); return { 'key' } end
+-- Past its start + maxSessionAge no token of the session may be issued: the login starts a new session.
+if NOW >= r[5] + tonumber(ARGV[8]) then S.save(); return { 'capped' } end
 local expected = ARGV[5]
 if expected == '' then S.save(); return { 'hash', r[1] } end
 -- A refresh rotated the session since the hash was read: the successor was derived from another hash.
