@@ -62,6 +62,8 @@ t.test(`${TABS} tabs, 2 s access tokens, ${TRAFFIC_MS / 1000} s of requests: no 
     }
     const pair = await tabs[0].evaluate(async (c) => await window.auth.login(c), credentials('alice'))
     t.ok(pair.sessionId, 'tab 1 logged in')
+    // Every tab has heard of the login (a storage write reaches other tabs a moment later) before traffic starts.
+    for (const page of tabs) await page.waitForFunction(() => window.auth.signedIn === true)
     if (transport === 'cookie') {
       const cookies = await context.cookies()
       t.ok(cookies.some(c => c.name === 'tg_access' && c.httpOnly), 'the access token is an HttpOnly cookie')
