@@ -69,7 +69,7 @@ export const OptionsSchema = Type.Object({
   storeTimeoutMs: Type.Integer({ default: 1000, minimum: 1 }),
   // How long after the revocation feed last proved itself alive an instance still trusts its memory of
   // revocations (then: a store round trip per authenticated request, failing closed).
-  revocationStalenessMs: Type.Integer({ default: 3750, minimum: 500 }),
+  revocationStalenessMs: Type.Integer({ default: 3500, minimum: 500 }),
   maxSessionsPerUser: Type.Optional(Type.Integer({ minimum: 1 })),
   // DPoP (RFC 9449): sender-constrained tokens; absent = off.
   dpop: Type.Optional(Type.Object({

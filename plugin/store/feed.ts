@@ -10,7 +10,7 @@ import { isCluster, keepConnected, ownClientOptions, type Client } from './conne
 import type { RevocationFeedHandlers } from './index.js'
 
 /** How often the feed's connection proves it is alive. */
-const HEARTBEAT_MS = 250
+const HEARTBEAT_MS = 100
 
 export interface FeedOptions {
   /** The store's client: the feed duplicates it (a subscribed connection can run no other command). */

@@ -19,7 +19,7 @@ export interface RedisStoreOptions {
   keyPrefix?: string
   /** Bound on every store call in ms; default 1000. */
   timeoutMs?: number
-  /** A feed connection that answers nothing for this long (ms) is replaced; default 3750 (revocationStalenessMs). */
+  /** A feed connection that answers nothing for this long (ms) is replaced; default 3500 (revocationStalenessMs). */
   stalenessMs?: number
 }
 
@@ -81,7 +81,7 @@ export class RedisStore implements SessionStore {
   constructor (opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'tg'
     this.timeoutMs = opts.timeoutMs ?? 1000
-    this.stalenessMs = opts.stalenessMs ?? 3750
+    this.stalenessMs = opts.stalenessMs ?? 3500
     this.owned = typeof opts.redis === 'string'
     this.client = typeof opts.redis === 'string'
       ? new Redis(opts.redis, ownClientOptions(this.timeoutMs))

@@ -1,6 +1,6 @@
 // The revocation feed proves it is alive. Instance B reaches Redis through a path that silently stops
 // forwarding (a partition that holds bytes and resets nothing): a logout on A must still be refused on B
-// (401, or 503 while B cannot reach Redis at all) within revocationStalenessMs (3.75 s) + storeTimeoutMs (1 s)
+// (401, or 503 while B cannot reach Redis at all) within revocationStalenessMs (3.5 s) + storeTimeoutMs (1 s)
 // of the revocation (under 5 s), and B recovers by itself once the path heals, reloading the revocations
 // it missed.
 import t from 'tap'

@@ -1,6 +1,6 @@
 // A Redis stall (CLIENT PAUSE, DEBUG SLEEP: everything held, nothing reset) looks, from one instance, just
 // like a silent partition. The rule: an instance serves authenticated requests from memory while its
-// revocation feed proved itself alive within revocationStalenessMs (3.75 s by default), so a 3 s stall costs
+// revocation feed proved itself alive within revocationStalenessMs (3.5 s by default), so a 3 s stall costs
 // them nothing, while login and refresh, which need Redis, answer 503 within storeTimeoutMs. (Past the bound
 // it fails closed: test/plugin/feed-liveness.test.ts.) Each test stalls a redis-server of its own.
 import t, { type Test } from 'tap'
