@@ -328,6 +328,7 @@ t.test('login with an identity service', async t => {
       const who = (body as { username?: string }).username
       const send = (status: number, json: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(json)) }
       if (who === 'ext') send(200, { sub: 'u-ext', roles: ['user', 'ops'], claims: { tenant: 'acme', plan: 'gold' } })
+      else if (who === 'comma') send(200, { sub: 'u-comma', roles: ['user', 'team-x,admin'] })
       else if (who === 'no401') send(401, { error: 'bad password' })
       else if (who === 'no403') send(403, { error: 'locked' })
       else if (who === 'no404') send(404, { error: 'no such user' })
@@ -373,6 +374,17 @@ t.test('login with an identity service', async t => {
 
     await loginAs({ username: 'ext', password: 'pw' })
     t.match(calls.at(-1)!.headers['x-request-id'], /^[A-Za-z0-9._-]{1,128}$/, 'an x-request-id even when the client sent none')
+  })
+
+  await t.test('a role with a comma from the identity service is left out: it would read as two in x-user-roles', async t => {
+    const res = await loginAs({ username: 'comma', password: 'pw' })
+    t.equal(res.status, 200)
+    const pair = await res.json() as Pair
+    t.same(jwtPayload(pair.accessToken).roles, ['user'], 'the plain role is kept (control), the one with a comma is not')
+    const api = await fetch(`${base}/api/x`, { headers: { authorization: `Bearer ${pair.accessToken}` } })
+    t.equal(api.status, 200)
+    t.equal(up.received.at(-1)!.headers['x-user-id'], 'u-comma')
+    t.equal(up.received.at(-1)!.headers['x-user-roles'], 'user', 'no "admin" smuggled in through a comma')
   })
 
   for (const who of ['no401', 'no403', 'no404']) {
