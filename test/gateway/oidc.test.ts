@@ -65,6 +65,7 @@ const config = {
   routes: [
     { prefix: '/api', upstream: upstream.url, auth: 'required' },
     { prefix: '/admin', upstream: upstream.url, auth: 'required', roles: ['admin'] },
+    { prefix: '/pay', upstream: upstream.url, auth: 'required', acr: ['mfa'] },
     { prefix: '/ws', upstream: wsUpstream, auth: 'required', websocket: true }
   ],
   logLevel: 'silent'
@@ -235,6 +236,27 @@ t.test('rolesClaim: an admin at the provider is one at the gateway', async t => 
   t.equal((await signIn(jar, 'admin-carol')).status, 303, 'signed in')
   t.same(rolesOf('admin-carol'), ['user', 'admin'])
   t.same(await api(jar, A.base, '/admin/x'), { status: 200, user: 'admin-carol', roles: 'user,admin', code: undefined }, 'the admin route admits her')
+})
+
+t.test('acr and amr: how the user authenticated at the provider is in the session, and a route\'s acr policy sees it', async t => {
+  const mfa = new Jar()
+  t.equal((await signIn(mfa, 'mfa-dora')).status, 303, 'signed in with a second factor')
+  const withMfa = claimsOf(mfa.get('tg_access')!.value)
+  t.equal(withMfa.acr, 'mfa', 'the ID token\'s acr is in the access token')
+  t.same(withMfa.amr, ['pwd', 'otp'], 'and its amr')
+  t.same(await api(mfa, A.base, '/pay/x'), { status: 200, user: 'mfa-dora', roles: 'user', code: undefined }, 'the acr route admits her')
+  // Control: a sign-in without a second factor has neither claim, and the same route asks for a step-up.
+  const pwd = new Jar()
+  t.equal((await signIn(pwd, 'erin')).status, 303, 'signed in with a password alone')
+  const plain = claimsOf(pwd.get('tg_access')!.value)
+  t.equal(plain.acr, undefined, 'no acr')
+  t.equal(plain.amr, undefined, 'no amr')
+  t.equal((await api(pwd, A.base, '/api/x')).status, 200, 'a route without an acr policy admits her')
+  const stepUp = await go(pwd, `${A.base}/pay/x`)
+  t.equal(stepUp.status, 401, 'the acr route: 401')
+  t.equal((await stepUp.json() as { code?: string }).code, 'TOKENGATE_STEP_UP_REQUIRED')
+  t.match(stepUp.headers.get('www-authenticate'), /error="insufficient_user_authentication"/)
+  t.match(stepUp.headers.get('www-authenticate'), /acr_values="mfa"/)
 })
 
 t.test('the state: tampered, replayed, or from another browser → 401 TOKENGATE_OIDC_FAILED; the untouched one works', async t => {

@@ -20,6 +20,13 @@ export interface TestProvider {
 /** Roles in the ID token's realm_access.roles (as Keycloak puts them): an account named admin-… is also an admin. */
 export const rolesOf = (account: string): string[] => account.startsWith('admin-') ? ['user', 'admin'] : ['user']
 
+/**
+ * How an account authenticated at the provider (the ID token's acr and amr, RFC 9470): an account named mfa-… used
+ * a second factor; any other, none (the provider then puts neither claim in the ID token).
+ */
+export const authOf = (account: string): { acr: string, amr: string[] } | undefined =>
+  account.startsWith('mfa-') ? { acr: 'mfa', amr: ['pwd', 'otp'] } : undefined
+
 export async function startProvider (clients: ClientMetadata[], extra: Partial<Configuration> = {}): Promise<TestProvider> {
   const port = await freePort()
   const issuer = `http://127.0.0.1:${port}`
@@ -42,7 +49,9 @@ export async function startProvider (clients: ClientMetadata[], extra: Partial<C
     },
     // Profile claims in the ID token (a code flow would otherwise put them at the userinfo endpoint only).
     conformIdTokenClaims: false,
-    claims: { openid: ['sub'], profile: ['name', 'realm_access'], email: ['email'] },
+    // acr and amr in every ID token, as Keycloak puts them (this provider leaves acr out when it names no acr values).
+    acrValues: ['mfa'],
+    claims: { openid: ['sub', 'acr', 'amr'], profile: ['name', 'realm_access'], email: ['email'] },
     async findAccount (_ctx, id) {
       return {
         accountId: id,
@@ -51,6 +60,15 @@ export async function startProvider (clients: ClientMetadata[], extra: Partial<C
     },
     ...extra
   })
+  // Its development login page records the account only: the login result gets the account's acr and amr here,
+  // as a provider's own login would set them.
+  const finished = provider.interactionFinished.bind(provider)
+  provider.interactionFinished = async (req, res, result, options) => {
+    const login = (result as { login?: { accountId: string } }).login
+    const how = login === undefined ? undefined : authOf(login.accountId)
+    if (login !== undefined && how !== undefined) Object.assign(login, how)
+    await finished(req, res, result, options)
+  }
   const backchannel: TestProvider['backchannel'] = []
   provider.on('backchannel.success', (_ctx, client, sub, sid) => { backchannel.push({ clientId: client.clientId, sub, sid }) })
   provider.on('backchannel.error', (_ctx, err, client, sub, sid) => { backchannel.push({ clientId: client.clientId, sub, sid, error: String(err.message) }) })
