@@ -1,7 +1,7 @@
 // The benchmark's server process: one shared upstream and every variant in ONE process, so CPU per
 // request can be read per batch with process.cpuUsage() (the parent runs the load and asks over IPC).
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { AddressInfo } from 'node:net'
@@ -136,6 +136,7 @@ export async function startServers (redisUrl: string, refreshPool: number): Prom
       for (const app of apps.reverse()) await app.close()
       redis.disconnect()
       floorRedis.disconnect()
+      rmSync(dir, { recursive: true, force: true })
     }
   }
 }
