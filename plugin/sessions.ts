@@ -61,6 +61,19 @@ const MAX_USER_AGENT = 256
 /** Verified access tokens remembered (oldest dropped first). */
 const VERIFIED_MAX = 10_000
 
+/**
+ * The epoch of a revokeAll or revokeEveryone made now: the next millisecond. A token issued in this millisecond,
+ * before the call, is refused (issued before the epoch), even on a clock that did not move since.
+ */
+const epochNow = (): number => Date.now() + 1
+
+/**
+ * When a session starts or a token is issued: now, but never before the latest epoch this instance knows of
+ * (at most a millisecond ahead, when the epoch was set in this one), so a token issued after a revokeAll or
+ * revokeEveryone is never refused by it, whatever the clock's resolution.
+ */
+const issueTime = (notBefore: number): number => Math.max(Date.now(), notBefore)
+
 export class Sessions {
   private readonly verified = new Map<string, Verified>()
 
@@ -163,13 +176,13 @@ export class Sessions {
    */
   async issue (user: UserInfo, meta: RequestMeta = {}, jkt?: string, providerSessionId?: string): Promise<TokenPair> {
     const { acr, amr } = checkUser(user)
-    const now = Date.now()
+    const nb = await this.notBefore(user.sub, 'issue')
+    const now = issueTime(nb)
     const sessionId = newId()
     const refreshId = newId()
     const refreshExpiresAt = now + this.opts.refreshTtlMs
     const roles = user.roles ?? []
     const claims = ownClaims(user.claims)
-    const nb = await this.notBefore(user.sub, 'issue')
     const evicted = await this.stored('issue', async () => await this.store.create({
       userId: user.sub,
       sessionId,
@@ -210,10 +223,10 @@ export class Sessions {
     if (user.sub !== auth.userId || store.reauthenticate === undefined || !this.opts.rotateRefreshTokens) return null
     const reauthenticate = store.reauthenticate.bind(store)
     const { userId, sessionId } = auth
-    const now = Date.now()
+    const nb = await this.notBefore(userId, 'reauthenticate')
+    const now = issueTime(nb)
     const roles = user.roles ?? []
     const claims = ownClaims(user.claims)
-    const nb = await this.notBefore(userId, 'reauthenticate')
     const r = await this.stored('reauthenticate', async () => await reauthenticate({
       ...this.times(now, nb),
       userId,
@@ -304,7 +317,7 @@ export class Sessions {
       ? this.tokens.makeRefresh({ userId: parts.userId, sessionId: parts.sessionId, refreshId: successorId, parentHash: presentedHash, expiresAt: r.record.refreshExpiresAt })
       : refreshToken
     if (this.opts.onRefresh !== undefined) await this.audit(this.opts.onRefresh, 'onRefresh', parts.userId, parts.sessionId, meta)
-    return this.pairWithPayload(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, now)
+    return this.pairWithPayload(parts.userId, parts.sessionId, r.record, newRefresh, r.record.refreshExpiresAt, Math.max(now, nb))
   }
 
   /**
@@ -446,7 +459,7 @@ export class Sessions {
    */
   async revokeAll (userId: string, meta: AuditMeta = { reason: 'api' }): Promise<number> {
     const gone = await this.stored('revokeAll', async () => await this.store.revokeAll(userId, this.revocations.notBefore(userId)))
-    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(userId, Date.now()))
+    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(userId, epochNow()))
     for (const id of gone) {
       this.revocations.announce(id, userId)
       await this.audit(this.opts.onRevoke, 'onRevoke', userId, id, meta)
@@ -459,7 +472,7 @@ export class Sessions {
    * refused, sessions started before it are gone (each store operation drops them as it meets them).
    */
   async revokeEveryone (): Promise<void> {
-    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(undefined, Date.now()))
+    await this.stored('revocation publish', async () => await this.revocations.publishEpoch(undefined, epochNow()))
   }
 
   /** Logout of the session an access token names: revoked even if its record already went. */

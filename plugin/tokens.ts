@@ -227,7 +227,8 @@ export class Tokens {
       const payload = api.verify<AccessPayload>(token)
       if (typeof payload.sub !== 'string' || typeof payload.sid !== 'string') return { ok: false, expired: false }
       // fast-jwt checks iat only with maxAge: a token "issued" in the future beyond the tolerance is invalid.
-      if (typeof payload.iat !== 'number' || payload.iat * 1000 > Date.now() + this.opts.clockToleranceMs) return { ok: false, expired: false }
+      // (A token may be issued a millisecond ahead: at a revokeAll's or revokeEveryone's epoch, see sessions.ts.)
+      if (typeof payload.iat !== 'number' || payload.iat * 1000 > Date.now() + this.opts.clockToleranceMs + 1) return { ok: false, expired: false }
       return { ok: true, payload }
     } catch (err) {
       return { ok: false, expired: (err as { code?: string }).code === 'FAST_JWT_EXPIRED' }

@@ -9,6 +9,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp, login, sleep } from '../helpers/app.js'
 import { redisUrl, userEpoch } from '../helpers/redis.js'
+import { aheadStart, fakeClock } from '../helpers/clock.js'
 
 const CLIENT = { id: 'rs', secret: 'resource-server-secret' }
 const OPTIONS = { issuer: 'https://auth.example', routes: { verifyCredentials: (await import('../helpers/app.js')).verifyCredentials, oauth: { introspectionClients: [CLIENT] } } }
@@ -113,6 +114,34 @@ t.test('the same second: a token issued just before revokeAll is refused, one is
   }
   t.fail('no attempt fell within one second')
 })
+
+// The same millisecond, on a stopped clock: the token issued before the call and the one issued after it
+// carry the same Date.now(). The epoch is the call's next millisecond, and a token issued once an epoch is
+// known is issued no earlier than it. (The clock stands at a second's last millisecond: the epoch is in the
+// next second, and so is a token issued after it.)
+for (const store of ['Redis', 'the memory store']) {
+  for (const call of ['revokeAll', 'revokeEveryone'] as const) {
+    t.test(`the same millisecond (${store}): a token issued just before ${call} is refused, one issued just after works`, async t => {
+      const { app: A } = await buildApp(t, store === 'Redis' ? OPTIONS : { ...OPTIONS, redis: undefined })
+      const clock = fakeClock(t, aheadStart() + 999)
+      const start = clock.now()
+      const old = await login(A)
+      const bob = await login(A, 'bob')
+      t.equal((await me(A, old.accessToken)).statusCode, 200, 'control: the old token works before the call')
+      if (call === 'revokeAll') await A.tokengate.revokeAll('u-alice')
+      else await A.tokengate.revokeEveryone()
+      const fresh = await login(A)
+      t.equal(clock.now(), start, 'all in one millisecond: the clock stands still')
+      t.equal((await me(A, old.accessToken)).json().code, 'TOKENGATE_TOKEN_REVOKED', 'the access token issued before the call, in the same millisecond, is refused')
+      t.equal((await refresh(A, old.refreshToken)).statusCode, 401, 'and its refresh token')
+      t.equal((await me(A, bob.accessToken)).statusCode, call === 'revokeAll' ? 200 : 401, call === 'revokeAll' ? 'another user\'s token works' : 'so is another user\'s')
+      t.equal((await me(A, fresh.accessToken)).statusCode, 200, 'the token issued after it, in the same millisecond, works')
+      const renewed = await refresh(A, fresh.refreshToken)
+      t.equal(renewed.statusCode, 200, 'and its refresh token')
+      t.equal((await me(A, renewed.json().accessToken)).statusCode, 200, 'and the token that gives')
+    })
+  }
+}
 
 t.test('revokeEveryone(): every token of every user issued before is refused, on every instance and on one started later', async t => {
   const { apps: [A, B], redis, prefix, more } = await instances(t, 2)
