@@ -18,6 +18,26 @@ export interface FailedLogins {
   fail: (key: string) => Promise<void>
 }
 
+/** How long a login waits for the failed-login counters in Redis before going on without them. */
+export const LIMITS_WAIT_MS = 250
+
+/**
+ * A failed-login counter's answer, or `fallback` when Redis fails or does not answer within LIMITS_WAIT_MS: a
+ * stalled Redis must not hold a login for a command timeout before the session store's own (the login needs
+ * the store, so it answers 503 then anyway; the counters apply again as soon as Redis answers).
+ */
+export async function briefly<T> (p: Promise<T>, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  // (The fallback waits one more turn of the event loop: an answer that came in while the loop was busy is read
+  // first, not passed over because the timer's phase comes before the sockets'.)
+  const late = new Promise<T>(resolve => { timer = setTimeout(() => setImmediate(resolve, fallback), LIMITS_WAIT_MS) })
+  try {
+    return await Promise.race([p.catch(() => fallback), late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 const digest = (key: string): string => createHash('sha256').update(key).digest('base64url').slice(0, 22)
 
 /**
