@@ -179,7 +179,10 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: 
       // only what the page reads to fill x-csrf-token, so a forged request learns nothing from it.
       const cookie = cookieJar(request)?.[CSRF_COOKIE]
       const own = tokens.csrfToken(sessionId)
-      if (cookie === undefined || !sameString(cookie, own)) reply.setCookie(CSRF_COOKIE, own, { ...base, httpOnly: false, maxAge: Math.round(opts.refreshTtlMs / 1000) })
+      if (cookie === undefined || !sameString(cookie, own)) {
+        noStore(reply)
+        reply.setCookie(CSRF_COOKIE, own, { ...base, httpOnly: false, maxAge: Math.round(opts.refreshTtlMs / 1000) })
+      }
     },
 
     send (request, reply, t, refreshExpiresIn, sessionId) {
@@ -197,6 +200,7 @@ export function transport (app: FastifyInstance, opts: ResolvedOptions, tokens: 
     },
 
     clear (reply) {
+      noStore(reply)
       reply.clearCookie(ACCESS_COOKIE, { ...base, httpOnly: true })
       reply.clearCookie(REFRESH_COOKIE, { ...base, httpOnly: true })
       reply.clearCookie(CSRF_COOKIE, { ...base, httpOnly: false })

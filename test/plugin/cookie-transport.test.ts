@@ -226,6 +226,7 @@ t.test('POST /auth/logout by cookie: 204, cookies cleared, session gone, old acc
 
   const out = await app.inject({ method: 'POST', url: '/auth/logout', cookies: jar, headers: { 'x-csrf-token': jar.tg_csrf } })
   t.equal(out.statusCode, 204, out.body)
+  t.equal(out.headers['cache-control'], 'no-store', 'an answer that sets tg_* cookies, cleared ones too, is no-store')
   const c = cookiesOf(out)
   for (const name of ['tg_access', 'tg_refresh', 'tg_csrf']) {
     t.ok(isCleared(c[name]), `${name} cleared`)

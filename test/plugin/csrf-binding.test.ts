@@ -67,6 +67,7 @@ t.test('a refused request re-sets the session\'s own tg_csrf when the cookie was
   t.equal(refused.statusCode, 403)
   t.equal(jarOf(refused).tg_csrf, victim.jar.tg_csrf, 'the answer puts the session\'s own CSRF cookie back')
   t.equal(jarOf(refused).tg_access, undefined, 'and no token cookie')
+  t.equal(refused.headers['cache-control'], 'no-store', 'an answer that sets a tg_* cookie is no-store')
   const retried = await app.inject({ method: 'POST', url: '/me', cookies: { ...cookies, tg_csrf: jarOf(refused).tg_csrf }, headers: { 'x-csrf-token': jarOf(refused).tg_csrf } })
   t.equal(retried.statusCode, 200, 'a retry with it passes')
 })
