@@ -185,13 +185,14 @@ function trustProxyOf (value: unknown): boolean | number | string | string[] {
     const entries = value.split(',').map(e => e.trim())
     const wrong = entries.find(e => !proxyAddress(e))
     if (wrong !== undefined) throw bad('trustProxy', `is invalid: ${JSON.stringify(wrong)} is not an address or CIDR`)
-    return value
+    return value.trim()
   }
   if (Array.isArray(value) && value.length > 0) {
     for (const [i, e] of value.entries()) {
       if (typeof e !== 'string' || !proxyAddress(e.trim())) throw bad(`trustProxy[${i}]`, `is invalid: ${JSON.stringify(e)} is not an address or CIDR`)
     }
-    return value as string[]
+    // Fastify reads a list's entries as they are: the spaces around one go, as around a comma-separated string's.
+    return (value as string[]).map(e => e.trim())
   }
   throw bad('trustProxy', 'is invalid')
 }

@@ -5,6 +5,7 @@
 // limit exactly as POST /auth/refresh does; past the limit no refresh happens.
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
+import Fastify from 'fastify'
 import { ConfigError, parseConfig } from '../../gateway/index.js'
 import { SECRET } from '../helpers/app.js'
 import { GATEWAY_USERS, postJson, rawRequest, startGateway } from '../helpers/gateway.js'
@@ -25,6 +26,12 @@ t.test('trustProxy takes Fastify\'s forms; anything else names the field', async
     t.same(parseConfig({ ...base, trustProxy: value }).trustProxy, value, `${JSON.stringify(value)} is accepted as it is`)
   }
   t.equal(parseConfig({ ...base, trustProxy: '2' }, { env: {} }).trustProxy, 2, 'a hop count from an environment variable (a string) is a number')
+  const spaced = parseConfig({ ...base, trustProxy: [' 127.0.0.1', '10.0.0.0/8 '] }).trustProxy
+  t.same(spaced, ['127.0.0.1', '10.0.0.0/8'], 'a list\'s entries lose the spaces around them')
+  const app = Fastify({ trustProxy: spaced as string[] })
+  await app.ready()
+  await app.close()
+  t.pass('and Fastify takes the list (it refuses " 127.0.0.1")')
   for (const [value, field] of [['not-an-address', 'trustProxy'], [['127.0.0.1', '10.0.0.0/33'], 'trustProxy[1]'], [-1, 'trustProxy'], [1.5, 'trustProxy'], [{}, 'trustProxy']] as const) {
     const err = (() => { try { parseConfig({ ...base, trustProxy: value }); return null } catch (e) { return e as Error } })()
     t.ok(err instanceof ConfigError, `${JSON.stringify(value)}: refused`)
