@@ -13,7 +13,7 @@ import { BadRequestError, authPolicy } from '../plugin/index.js'
 import type { Assert } from './assertion.js'
 import { ConfigError } from './config-error.js'
 import type { GatewayConfig, RouteConfig } from './config.js'
-import { identityHeaders, routeAuth } from './upstreams.js'
+import { identityHeaders, identityLikeHeader, routeAuth } from './upstreams.js'
 
 /** Methods the original request may have: those Node's own HTTP parser accepts (upper-case, as sent). */
 const METHODS = new Set(http.METHODS)
@@ -110,6 +110,9 @@ function readOriginal (request: FastifyRequest, routes: readonly RouteConfig[]):
   if (forwarded && original) return problem('both X-Forwarded-Method/X-Forwarded-Uri and X-Original-Method/X-Original-URI are present: the proxy must send one pair')
   if (!forwarded && !original) return problem('the original request is missing: send X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI')
   const [mName, uName, method, uri] = forwarded ? ['X-Forwarded-Method', 'X-Forwarded-Uri', fm, fu] : ['X-Original-Method', 'X-Original-URI', om, ou]
+  // A client's own identity header would reach the app beside (or instead of) the proxy's: refused, never passed.
+  const spoof = identityLikeHeader(request.headers)
+  if (spoof !== undefined) return problem(`the request carries ${JSON.stringify(spoof.slice(0, 64))}, a name of the identity headers the gateway sets: a proxy passes a client's own on to the app`)
   if (method === undefined) return problem(`${mName} is required with ${uName}`)
   if (uri === undefined) return problem(`${uName} is required with ${mName}`)
   if (!METHODS.has(method)) return problem(`${mName} is not an HTTP method`)

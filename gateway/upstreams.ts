@@ -76,6 +76,20 @@ function spoofed (name: string): boolean {
 }
 
 /**
+ * The first client header whose name reads as one of the identity headers the gateway sets (`x-user-*`,
+ * `x-session-id`, `x-tokengate-*`; any case, `_` for `-`), or undefined: forward authentication refuses such a
+ * request, since the proxy in front passes the client's headers on to the app and only replaces those it
+ * names.
+ */
+export function identityLikeHeader (headers: IncomingHttpHeaders): string | undefined {
+  for (const name in headers) {
+    const n = name.includes('_') ? name.replace(/_/g, '-') : name
+    if (n.startsWith('x-user-') || n.startsWith('x-tokengate-') || n === 'x-session-id') return name
+  }
+  return undefined
+}
+
+/**
  * The headers an upstream receives: a fresh object (no `delete`, which slows V8 objects) without
  * hop-by-hop headers, without any client-sent x-user-* / x-session-id / x-request-id / x-tokengate-*
  * (nor any spelling of a header the gateway sets or strips with `_` for `-`), without the tokens unless

@@ -289,6 +289,24 @@ t.test('attacker: the original request cannot be forged into another route\'s po
   t.equal(query.status, 403, 'a query naming another route changes nothing')
 })
 
+t.test('attacker: a request carrying a header named like an identity header is refused (400), whatever its spelling', async t => {
+  const gw = await gateway(t)
+  const alice = await login(gw)
+  // Control: the same requests without such a header pass.
+  t.equal((await verify(gw, 'GET', '/api/x', bearer(alice))).status, 200, 'control: alice on /api: 200')
+  t.equal((await verify(gw, 'GET', '/pub/x')).status, 200, 'control: anyone on /pub: 200')
+  t.equal((await verify(gw, 'GET', '/pub/x', { 'x-request-id': 'r-1', 'x-userid': 'not one of ours', 'x-harmless': '1' })).status, 200, 'control: other headers pass')
+  for (const name of ['x-user-id', 'X-User-Email', 'x_user_id', 'X_User_Roles', 'x-session-id', 'x_session_id', 'x-tokengate-assertion', 'X-Tokengate-Whatever']) {
+    for (const [path, headers] of [['/api/x', bearer(alice)], ['/pub/x', {}]] as Array<[string, Record<string, string>]>) {
+      const res = await verify(gw, 'GET', path, { ...headers, [name]: 'admin' })
+      t.equal(res.status, 400, `${name} on ${path}: 400 (the proxy would pass it on to the app)`)
+      t.equal(code(res), 'TOKENGATE_BAD_REQUEST')
+      t.equal(res.headers['x-user-id'], undefined, 'and no identity')
+      t.notMatch(res.body, /admin/, 'the value is not echoed')
+    }
+  }
+})
+
 t.test('attacker: the 200 is never cacheable, and an identity no header can carry is refused', async t => {
   const gw = await gateway(t)
   const eve = await gw.app.tokengate.issue({ sub: 'eve\r\nx-evil: 1', roles: ['user'] })
