@@ -8,7 +8,7 @@ import pino from 'pino'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type HookHandlerDoneFunction } from 'fastify'
 import tokengate, { BadRequestError, RateLimitedError, addRouteHook, corsHeaders, durationMs, openapiSecuritySchemes, type AuditMeta, type TokengateOptions } from '../plugin/index.js'
 import { parseConfig, type GatewayConfig } from './config.js'
-import { briefly, memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
+import { memoryFailedLogins, redisFailedLogins, requestLimiter, type FailedLogins, type RequestLimiter } from './limits.js'
 import { upstreamLogin, usersFileLogin, type LoginProvider } from './login.js'
 import { createMetrics, instrument, serveMetrics } from './metrics.js'
 import { OIDC_CALLBACK, OIDC_LOGIN, registerOidc } from './oidc.js'
@@ -198,12 +198,12 @@ export function buildGateway (input: unknown, options: BuildOptions = {}): Fasti
         // Per IP + username, and per username from any IP (so rotating addresses buys no more guesses at one
         // account; a body without a username or email is counted per IP only).
         const account = who !== ''
-        const waits = await Promise.all([briefly(failedLogins.blockedFor(key), 0), account ? briefly(failedPerUser.blockedFor(who), 0) : 0])
+        const waits = await Promise.all([failedLogins.blockedFor(key).catch(() => 0), account ? failedPerUser.blockedFor(who).catch(() => 0) : 0])
         const wait = Math.max(...waits)
         if (wait > 0) throw rateLimited(wait)
         const user = await provider!.verify(body, String(request.id))
         metrics.logins.inc({ result: user === null ? 'failure' : 'success' })
-        if (user === null) await Promise.all([briefly(failedLogins.fail(key), undefined), account ? briefly(failedPerUser.fail(who), undefined) : undefined])
+        if (user === null) await Promise.all([failedLogins.fail(key).catch(() => {}), account ? failedPerUser.fail(who).catch(() => {}) : undefined])
         return user
       }
     },

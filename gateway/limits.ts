@@ -19,14 +19,14 @@ export interface FailedLogins {
 }
 
 /** How long a login waits for the failed-login counters in Redis before going on without them. */
-export const LIMITS_WAIT_MS = 250
+const LIMITS_WAIT_MS = 250
 
 /**
- * A failed-login counter's answer, or `fallback` when Redis fails or does not answer within LIMITS_WAIT_MS: a
- * stalled Redis must not hold a login for a command timeout before the session store's own (the login needs
- * the store, so it answers 503 then anyway; the counters apply again as soon as Redis answers).
+ * `p`'s answer, or `fallback` when Redis fails or does not answer within LIMITS_WAIT_MS: a stalled Redis must
+ * not hold a login for a command timeout before the session store's own (the login needs the store, so it
+ * answers 503 then anyway; the counters apply again as soon as Redis answers).
  */
-export async function briefly<T> (p: Promise<T>, fallback: T): Promise<T> {
+async function briefly<T> (p: Promise<T>, fallback: T): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   // (The fallback waits one more turn of the event loop: an answer that came in while the loop was busy is read
   // first, not passed over because the timer's phase comes before the sockets'.)
@@ -42,17 +42,20 @@ const digest = (key: string): string => createHash('sha256').update(key).digest(
 
 /**
  * Counters in Redis, shared by every gateway instance: `<prefix>:rl:fail:<sha256(ip + username)>` (and, for the
- * per-account count, `<prefix>:rl:user:<sha256(username)>`).
+ * per-account count, `<prefix>:rl:user:<sha256(username)>`). Each call waits for Redis LIMITS_WAIT_MS at most
+ * (then: not blocked, nothing counted).
  */
 export function redisFailedLogins (redis: Redis | Cluster, prefix: string, max: number, windowMs: number, kind: 'fail' | 'user' = 'fail'): FailedLogins {
   const k = (key: string): string => `${prefix}:rl:${kind}:${digest(key)}`
   return {
     async blockedFor (key) {
-      const [[, count], [, pttl]] = await redis.multi().get(k(key)).pttl(k(key)).exec() as [[unknown, string | null], [unknown, number]]
-      return Number(count ?? 0) >= max ? Math.max(pttl, 1) : 0
+      return await briefly(redis.multi().get(k(key)).pttl(k(key)).exec().then(r => {
+        const [[, count], [, pttl]] = r as [[unknown, string | null], [unknown, number]]
+        return Number(count ?? 0) >= max ? Math.max(pttl, 1) : 0
+      }), 0)
     },
     async fail (key) {
-      await redis.multi().set(k(key), 0, 'PX', windowMs, 'NX').incr(k(key)).exec()
+      await briefly(redis.multi().set(k(key), 0, 'PX', windowMs, 'NX').incr(k(key)).exec().then(() => {}), undefined)
     }
   }
 }

@@ -69,10 +69,13 @@ export function clientHeaders (headers: Record<string, unknown>, requestId: stri
  */
 const GUARDED = new Set(['x-session-id', 'x-request-id', 'authorization', 'x-refresh-token', 'x-csrf-token', 'dpop', 'cookie', ...HOP_BY_HOP])
 
+/** Whether a header name (lower-case, `-` only) is one of the identity headers the gateway sets. */
+const identityName = (n: string): boolean => n.startsWith('x-user-') || n.startsWith('x-tokengate-') || n === 'x-session-id'
+
 /** Whether a client header name (lower-case, with `_`) reads as one the gateway sets or strips. */
 function spoofed (name: string): boolean {
   const n = name.replace(/_/g, '-')
-  return n.startsWith('x-user-') || n.startsWith('x-tokengate-') || GUARDED.has(n)
+  return identityName(n) || GUARDED.has(n)
 }
 
 /**
@@ -83,8 +86,7 @@ function spoofed (name: string): boolean {
  */
 export function identityLikeHeader (headers: IncomingHttpHeaders): string | undefined {
   for (const name in headers) {
-    const n = name.includes('_') ? name.replace(/_/g, '-') : name
-    if (n.startsWith('x-user-') || n.startsWith('x-tokengate-') || n === 'x-session-id') return name
+    if (identityName(name.includes('_') ? name.replace(/_/g, '-') : name)) return name
   }
   return undefined
 }
@@ -100,7 +102,7 @@ export function upstreamHeaders (request: FastifyRequest, headers: IncomingHttpH
   // reply-from has dropped Connection and the headers it names; the WebSocket path has not.
   const named = namedByConnection(request.headers.connection)
   for (const name in headers) {
-    if (name.startsWith('x-user-') || name.startsWith('x-tokengate-') || name === 'x-session-id' || name === 'x-request-id') continue
+    if (identityName(name) || name === 'x-request-id') continue
     if (name.includes('_') && spoofed(name)) continue
     if (HOP_BY_HOP.has(name) || named?.has(name) === true) continue
     if (!route.forwardToken) {

@@ -123,15 +123,13 @@ for (const store of ['Redis', 'the memory store']) {
   for (const call of ['revokeAll', 'revokeEveryone'] as const) {
     t.test(`the same millisecond (${store}): a token issued just before ${call} is refused, one issued just after works`, async t => {
       const { app: A } = await buildApp(t, store === 'Redis' ? OPTIONS : { ...OPTIONS, redis: undefined })
-      const clock = fakeClock(t, aheadStart() + 999)
-      const start = clock.now()
+      fakeClock(t, aheadStart() + 999)
       const old = await login(A)
       const bob = await login(A, 'bob')
       t.equal((await me(A, old.accessToken)).statusCode, 200, 'control: the old token works before the call')
       if (call === 'revokeAll') await A.tokengate.revokeAll('u-alice')
       else await A.tokengate.revokeEveryone()
       const fresh = await login(A)
-      t.equal(clock.now(), start, 'all in one millisecond: the clock stands still')
       t.equal((await me(A, old.accessToken)).json().code, 'TOKENGATE_TOKEN_REVOKED', 'the access token issued before the call, in the same millisecond, is refused')
       t.equal((await refresh(A, old.refreshToken)).statusCode, 401, 'and its refresh token')
       t.equal((await me(A, bob.accessToken)).statusCode, call === 'revokeAll' ? 200 : 401, call === 'revokeAll' ? 'another user\'s token works' : 'so is another user\'s')
